@@ -1,0 +1,56 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"reflect"
+	"strings"
+
+	"github.com/caarlos0/env/v11"
+)
+
+// envPrefix is the prefix of every environment variable kakuin reads.
+const envPrefix = "KAKUIN_"
+
+// parseEnv fills cfg, a pointer to a struct with `env` tags, from the
+// environment. Each field also carries a `help` tag, which envHelp prints.
+func parseEnv(cfg any) error {
+	if err := env.ParseWithOptions(cfg, env.Options{Prefix: envPrefix}); err != nil {
+		return fmt.Errorf("configuration: %w", err)
+	}
+	return nil
+}
+
+// envHelp writes one line per variable of cfg's struct type: name, default
+// and the `help` tag. Nested structs (without an env tag) are walked, with
+// their envPrefix tag if any.
+func envHelp(w io.Writer, cfg any) {
+	fmt.Fprintln(w, "\nenvironment:")
+	walkEnv(reflect.TypeOf(cfg), envPrefix, func(name, def, help string) {
+		if def != "" {
+			help += " (default " + def + ")"
+		}
+		fmt.Fprintf(w, "  %-28s %s\n", name, help)
+	})
+}
+
+func walkEnv(t reflect.Type, prefix string, f func(name, def, help string)) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	for i := 0; i < t.NumField(); i++ {
+		sf := t.Field(i)
+		tag, ok := sf.Tag.Lookup("env")
+		if !ok {
+			if sf.Type.Kind() == reflect.Struct || (sf.Type.Kind() == reflect.Pointer && sf.Type.Elem().Kind() == reflect.Struct) {
+				walkEnv(sf.Type, prefix+sf.Tag.Get("envPrefix"), f)
+			}
+			continue
+		}
+		name := strings.Split(tag, ",")[0]
+		if name == "" {
+			continue
+		}
+		f(prefix+name, sf.Tag.Get("envDefault"), sf.Tag.Get("help"))
+	}
+}

@@ -1,0 +1,30 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+func TestEnvHelpListsNestedVariables(t *testing.T) {
+	type inner struct {
+		Dir string `env:"DIR" envDefault:"var/pki" help:"the PKI directory"`
+	}
+	type cfg struct {
+		Listen string `env:"LISTEN" envDefault:"127.0.0.1:2525" help:"where to listen"`
+		PKI    inner  `envPrefix:"PKI_"`
+	}
+	var b bytes.Buffer
+	envHelp(&b, &cfg{})
+	out := b.String()
+	for _, want := range []string{"KAKUIN_LISTEN", "(default 127.0.0.1:2525)", "KAKUIN_PKI_DIR", "the PKI directory (default var/pki)"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("help lacks %q:\n%s", want, out)
+		}
+	}
+	t.Setenv("KAKUIN_PKI_DIR", "/x")
+	var c cfg
+	if err := parseEnv(&c); err != nil || c.PKI.Dir != "/x" || c.Listen != "127.0.0.1:2525" {
+		t.Fatalf("parseEnv: %v %+v", err, c)
+	}
+}
