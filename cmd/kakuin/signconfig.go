@@ -1,0 +1,173 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/kakuin/kakuin/govdomain"
+	"github.com/kakuin/kakuin/pki"
+	"github.com/kakuin/kakuin/signer"
+)
+
+// errConfig: the configuration is unusable (a bad value, a missing file).
+// Commands exit with exitUsage when they see it.
+var errConfig = errors.New("configuration")
+
+// No-certificate policies (KAKUIN_NO_CERT_POLICY).
+const (
+	policyIssue    = "issue"     // issue a sender certificate from the issuing CA
+	policyReject   = "reject"    // refuse the message
+	policyDKIMOnly = "dkim-only" // sign with DKIM alone
+)
+
+// maxCertValidity is the longest validity a certificate kakuin issues may
+// have: 825 days (CA/B Forum S/MIME BR 6.3.2, RULES B2).
+const maxCertValidity = 825 * 24 * time.Hour
+
+// signConfig is the signing configuration shared by `kakuin sign` and
+// `kakuin gateway`: where the keys, certificates and trust anchors are,
+// what to do without a certificate, and which senders are allowed.
+//
+// KAKUIN_PKI_DIR alone, laid out by `kakuin pki init` (see pki.Layout), is
+// enough; each other path variable overrides one part of it. Resolve the
+// effective paths with the accessor methods (trustAnchors, certDir, ...),
+// never by reading the fields directly.
+type signConfig struct {
+	PKIDir         string        `env:"PKI_DIR" envDefault:"var/pki" help:"PKI directory laid out by 'kakuin pki init'; the variables below override parts of it"`
+	TrustAnchors   string        `env:"TRUST_ANCHORS" help:"PEM file of the trusted root certificates (default PKI_DIR/trust-anchors.pem)"`
+	CertDir        string        `env:"CERT_DIR" help:"directory of sender certificates and keys, PEM or PKCS#12, indexed by their rfc822Name SANs; issued certificates are stored here (default PKI_DIR/certs)"`
+	IssuerCert     string        `env:"ISSUER_CERT" help:"S/MIME issuing CA certificate, PEM (default PKI_DIR/issuing/ca.pem if it exists)"`
+	IssuerKey      string        `env:"ISSUER_KEY" help:"S/MIME issuing CA private key, PEM, mode 0600 (default PKI_DIR/issuing/ca.key if it exists)"`
+	DKIMDir        string        `env:"DKIM_DIR" help:"DKIM private keys as DOMAIN/SELECTOR.key, mode 0600 (default PKI_DIR/dkim)"`
+	TLSCert        string        `env:"TLS_CERT" help:"gateway STARTTLS certificate and chain, PEM (default PKI_DIR/tls/cert.pem)"`
+	TLSKey         string        `env:"TLS_KEY" help:"gateway STARTTLS private key, PEM, mode 0600 (default PKI_DIR/tls/key.pem)"`
+	PKCS12Password string        `env:"PKCS12_PASSWORD,unset" help:"password of the PKCS#12 bundles in the certificate directory (default empty)"`
+	NoCertPolicy   string        `env:"NO_CERT_POLICY" help:"what to do when no S/MIME certificate matches the From address: issue, reject or dkim-only (default issue when an issuing CA is configured, else reject)"`
+	CertValidity   time.Duration `env:"CERT_VALIDITY" envDefault:"168h" help:"validity of the sender certificates kakuin issues, at most 825 days (19800h)"`
+	SenderSuffixes []string      `env:"SENDER_SUFFIXES" envDefault:"go.jp" envSeparator:"," help:"comma-separated domain suffixes a From address must be under, label-wise"`
+	Hostname       string        `env:"HOSTNAME" help:"right-hand side of the Message-IDs kakuin adds (default the From domain)"`
+}
+
+// layout is the pki.Layout of PKIDir.
+func (c *signConfig) layout() pki.Layout { return pki.Layout{Dir: c.PKIDir} }
+
+// or returns v, or def when v is empty.
+func or(v, def string) string {
+	if v != "" {
+		return v
+	}
+	return def
+}
+
+func (c *signConfig) trustAnchors() string { return or(c.TrustAnchors, c.layout().TrustAnchors()) }
+func (c *signConfig) certDir() string      { return or(c.CertDir, c.layout().CertDir()) }
+func (c *signConfig) dkimDir() string      { return or(c.DKIMDir, c.layout().DKIMDir()) }
+func (c *signConfig) tlsCert() string      { return or(c.TLSCert, c.layout().TLSCert()) }
+func (c *signConfig) tlsKey() string       { return or(c.TLSKey, c.layout().TLSKey()) }
+
+// issuer returns the issuing CA's certificate and key files, and whether an
+// issuing CA is configured: both variables set, or, when neither is, both
+// files present in the PKI directory. Setting only one of the two variables
+// is a configuration error, reported by validate.
+func (c *signConfig) issuer() (cert, key string, ok bool) {
+	if c.IssuerCert != "" || c.IssuerKey != "" {
+		return c.IssuerCert, c.IssuerKey, c.IssuerCert != "" && c.IssuerKey != ""
+	}
+	cert, key = c.layout().IssuerCert(), c.layout().IssuerKey()
+	return cert, key, exists(cert) && exists(key)
+}
+
+// noCertPolicy is the effective KAKUIN_NO_CERT_POLICY: the configured one,
+// or issue when an issuing CA is configured, else reject.
+func (c *signConfig) noCertPolicy() string {
+	if c.NoCertPolicy != "" {
+		return strings.ToLower(c.NoCertPolicy)
+	}
+	if _, _, ok := c.issuer(); ok {
+		return policyIssue
+	}
+	return policyReject
+}
+
+// senders is the allowed sender suffix policy.
+func (c *signConfig) senders() govdomain.Policy {
+	return govdomain.Policy{Suffixes: c.SenderSuffixes}
+}
+
+// validate checks the values that can be checked without opening a file.
+// Errors wrap errConfig.
+func (c *signConfig) validate() error {
+	if c.PKIDir == "" && (c.TrustAnchors == "" || c.DKIMDir == "" || c.CertDir == "") {
+		return fmt.Errorf("%w: KAKUIN_PKI_DIR is empty and not every path is set on its own", errConfig)
+	}
+	if (c.IssuerCert == "") != (c.IssuerKey == "") {
+		return fmt.Errorf("%w: KAKUIN_ISSUER_CERT and KAKUIN_ISSUER_KEY go together", errConfig)
+	}
+	switch p := c.noCertPolicy(); p {
+	case policyReject, policyDKIMOnly:
+	case policyIssue:
+		if _, _, ok := c.issuer(); !ok {
+			return fmt.Errorf("%w: KAKUIN_NO_CERT_POLICY=issue needs an issuing CA (KAKUIN_ISSUER_CERT and KAKUIN_ISSUER_KEY, or PKI_DIR/issuing/)", errConfig)
+		}
+	default:
+		return fmt.Errorf("%w: KAKUIN_NO_CERT_POLICY=%q: want issue, reject or dkim-only", errConfig, p)
+	}
+	if c.CertValidity <= 0 || c.CertValidity > maxCertValidity {
+		// CA/B Forum S/MIME BR 6.3.2 (RULES B2): at most 825 days.
+		return fmt.Errorf("%w: KAKUIN_CERT_VALIDITY=%s: want more than 0 and at most 825 days", errConfig, c.CertValidity)
+	}
+	if len(c.SenderSuffixes) == 0 {
+		return fmt.Errorf("%w: KAKUIN_SENDER_SUFFIXES is empty: nothing could be sent", errConfig)
+	}
+	for i, s := range c.SenderSuffixes {
+		cs, err := govdomain.Canonical(strings.TrimSpace(s))
+		if err != nil {
+			return fmt.Errorf("%w: KAKUIN_SENDER_SUFFIXES: %w", errConfig, err)
+		}
+		if !strings.Contains(cs, ".") {
+			// A single label (jp, com) would allow a whole TLD.
+			return fmt.Errorf("%w: KAKUIN_SENDER_SUFFIXES: %q is a top-level domain", errConfig, s)
+		}
+		c.SenderSuffixes[i] = cs
+	}
+	return nil
+}
+
+// loadSignConfig reads and validates the signing configuration from the
+// environment.
+func loadSignConfig() (*signConfig, error) {
+	var c signConfig
+	if err := parseEnv(&c); err != nil {
+		// parseEnv already says "configuration: ..."; keep its cause.
+		if cause := errors.Unwrap(err); cause != nil {
+			err = cause
+		}
+		return nil, fmt.Errorf("%w: %w", errConfig, err)
+	}
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+// signerOptions builds signer.Options from the configuration: the
+// certificate store over certDir (PEM and PKCS#12), the issuing CA when the
+// policy is issue, the DKIM keyring over dkimDir, the sender policy and the
+// hostname. Close the returned io.Closer when the options are no longer
+// used (on exit, or after a reload has swapped them). Errors wrap errConfig
+// for unusable settings and pki's sentinels (pki.ErrKeyFile,
+// pki.ErrKeyPermissions, ...) for unusable files.
+func (c *signConfig) signerOptions() (signer.Options, io.Closer, error) {
+	// TODO(issue 2): wire pki.Store, pki.Issuer and pki.DKIMKeyring once
+	// the pki package exports them.
+	return signer.Options{}, nil, fmt.Errorf("%w: pki stores are not wired yet", errConfig)
+}
