@@ -536,3 +536,28 @@ func (c *rsaCache) get(tb testing.TB) *rsa.PrivateKey {
 	}
 	return c.keys[i]
 }
+
+// Issuer returns a pki.Issuer that issues from the test issuing CA with
+// the production profile (pki.Issuer); opts.CACert and opts.CAKey are set
+// to the intermediate, the rest of opts is used as given.
+func (ca *CA) Issuer(tb testing.TB, opts pki.IssuerOptions) *pki.Issuer {
+	tb.Helper()
+	opts.CACert, opts.CAKey = ca.Intermediate, ca.IntermediateKey
+	i, err := pki.NewIssuer(opts)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return i
+}
+
+// Store returns a pki.Store over dir trusting the test root, with opts.Dir
+// and opts.Roots set (the rest of opts is used as given).
+func (ca *CA) Store(tb testing.TB, dir string, opts pki.StoreOptions) *pki.Store {
+	tb.Helper()
+	opts.Dir, opts.Roots = dir, ca.Roots()
+	s, err := pki.NewStore(opts)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s
+}

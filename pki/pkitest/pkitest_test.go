@@ -272,3 +272,22 @@ func TestWriteLayout(t *testing.T) {
 		t.Fatalf("identity PEM holds %d certificates, want leaf+intermediate", n)
 	}
 }
+
+func TestIssuerAndStore(t *testing.T) {
+	t.Parallel()
+	ca := pkitest.New(t)
+	dir := t.TempDir()
+	iss := ca.Issuer(t, pki.IssuerOptions{Dir: dir, KeyAlgorithm: pki.KeyECDSAP256})
+	st := ca.Store(t, dir, pki.StoreOptions{Issuer: iss})
+	id, err := st.Identity(t.Context(), "jiro@example.go.jp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := verify(ca, id, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	again, err := st.Identity(t.Context(), "jiro@EXAMPLE.go.jp")
+	if err != nil || again != id {
+		t.Fatalf("second lookup did not reuse: %v", err)
+	}
+}
