@@ -162,7 +162,10 @@ func TestFaults(t *testing.T) {
 			t.Parallel()
 			srv := smtptest.New(t, smtptest.Options{STARTTLS: true})
 			srv.SetFaults(f)
-			u := upstream(t, srv, func(o *relay.Options) { o.DataTimeout = 500 * time.Millisecond; o.CommandTimeout = 500 * time.Millisecond })
+			u := upstream(t, srv, func(o *relay.Options) {
+				o.DataTimeout = 500 * time.Millisecond
+				o.CommandTimeout = 500 * time.Millisecond
+			})
 			_, err := send(context.Background(), u, "a@example.go.jp", []string{"b@example.com"}, body)
 			var se *smtp.SMTPError
 			switch {

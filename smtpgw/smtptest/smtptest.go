@@ -85,11 +85,11 @@ type Server struct {
 	opts  Options
 	stop  chan struct{}
 
-	mu       sync.Mutex
-	faults   Faults
-	msgs     []Message
-	conns    int
-	txns     int
+	mu     sync.Mutex
+	faults Faults
+	msgs   []Message
+	conns  int
+	txns   int
 }
 
 // New starts a server on 127.0.0.1:0; it is closed in tb.Cleanup.
