@@ -4,4 +4,298 @@
 // the exact bytes, and the gateway and the verifier can check the
 // originator fields: exactly one From with exactly one mailbox, no
 // duplicated singleton field (RFC 5322 3.6 table).
+//
+// The parser is strict where leniency would let two programs read the same
+// header differently (the root of author-spoofing tricks): a bare CR, a NUL,
+// a field name followed by white space before the colon (obs-optional), a
+// line that is neither a field nor a continuation, and lines over the
+// length limit are syntax errors.
 package rfc5322
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// Errors. Each is wrapped with the detail; test them with errors.Is.
+var (
+	// ErrSyntax: the header section is not RFC 5322 syntax.
+	ErrSyntax = errors.New("rfc5322: header syntax")
+	// ErrTooLarge: the header section exceeds a limit in Options.
+	ErrTooLarge = errors.New("rfc5322: header too large")
+	// ErrDuplicate: a field that RFC 5322 3.6 allows at most once occurs
+	// more than once. The error text names the field.
+	ErrDuplicate = errors.New("rfc5322: duplicated singleton field")
+	// ErrAddress: an originator field (From, Sender) is missing, occurs
+	// more than once, does not hold exactly one mailbox, or does not parse.
+	ErrAddress = errors.New("rfc5322: originator address")
+)
+
+// Defaults for the zero Options.
+const (
+	// DefaultMaxHeaderBytes bounds the header section, blank line included.
+	DefaultMaxHeaderBytes = 1 << 20
+	// DefaultMaxFields bounds the number of header fields.
+	DefaultMaxFields = 1000
+	// DefaultMaxLineLength is RFC 5322 2.1.1's limit of 998 characters per
+	// line, excluding the line end.
+	DefaultMaxLineLength = 998
+)
+
+// Options limit what Parse and ReadHeader accept. The zero value uses the
+// defaults above.
+type Options struct {
+	// MaxHeaderBytes bounds the header section including the blank line.
+	// If zero, DefaultMaxHeaderBytes.
+	MaxHeaderBytes int
+	// MaxFields bounds the number of fields. If zero, DefaultMaxFields.
+	MaxFields int
+	// MaxLineLength bounds each line, line end excluded. If zero,
+	// DefaultMaxLineLength (RFC 5322 2.1.1); if negative, no limit.
+	MaxLineLength int
+}
+
+func (o *Options) limits() (maxHeader, maxFields, maxLine int) {
+	maxHeader, maxFields, maxLine = DefaultMaxHeaderBytes, DefaultMaxFields, DefaultMaxLineLength
+	if o == nil {
+		return
+	}
+	if o.MaxHeaderBytes > 0 {
+		maxHeader = o.MaxHeaderBytes
+	}
+	if o.MaxFields > 0 {
+		maxFields = o.MaxFields
+	}
+	if o.MaxLineLength != 0 {
+		maxLine = o.MaxLineLength
+	}
+	return
+}
+
+// Field is one header field.
+type Field struct {
+	// Name is the field name as written ("Subject"); compare it with
+	// strings.EqualFold.
+	Name string
+	// Raw is the whole field as it appeared: name, colon, body, folding
+	// and the final line end (CRLF or LF).
+	Raw []byte
+	// Value is the unfolded field body (RFC 5322 2.2.3: each line end
+	// followed by white space removed), with leading and trailing white
+	// space trimmed.
+	Value string
+}
+
+// Is reports whether the field's name is name, case-insensitively.
+func (f Field) Is(name string) bool { return strings.EqualFold(f.Name, name) }
+
+// NewField returns a field with Raw "Name: value\r\n". value must already
+// be folded if it is long (each fold a CRLF followed by white space); its
+// unfolded form becomes Value.
+func NewField(name, value string) Field {
+	raw := name + ": " + value + "\r\n"
+	return Field{Name: name, Raw: []byte(raw), Value: unfold(value)}
+}
+
+// Header is the header section: the fields in order.
+type Header []Field
+
+// Count returns how many fields are named name.
+func (h Header) Count(name string) int {
+	n := 0
+	for _, f := range h {
+		if f.Is(name) {
+			n++
+		}
+	}
+	return n
+}
+
+// Get returns the fields named name, in order.
+func (h Header) Get(name string) []Field {
+	var fs []Field
+	for _, f := range h {
+		if f.Is(name) {
+			fs = append(fs, f)
+		}
+	}
+	return fs
+}
+
+// WriteTo writes the raw fields and the blank line that ends the header
+// section (CRLF). A field without a line end (the last one of a message
+// that ends without a body) gets a CRLF.
+func (h Header) WriteTo(w io.Writer) (int64, error) {
+	var n int64
+	for _, f := range h {
+		m, err := w.Write(f.Raw)
+		n += int64(m)
+		if err != nil {
+			return n, err
+		}
+		if len(f.Raw) > 0 && f.Raw[len(f.Raw)-1] != '\n' {
+			// The last field of a message without a body may lack its line end.
+			m, err = io.WriteString(w, "\r\n")
+			n += int64(m)
+			if err != nil {
+				return n, err
+			}
+		}
+	}
+	m, err := io.WriteString(w, "\r\n")
+	return n + int64(m), err
+}
+
+// Format returns the header section as WriteTo writes it.
+func Format(h Header) []byte {
+	var b bytes.Buffer
+	h.WriteTo(&b) //nolint:errcheck // bytes.Buffer does not fail
+	return b.Bytes()
+}
+
+// Parse splits msg into its header fields and returns them with the offset
+// of the body (just after the blank line; len(msg) when the message has no
+// blank line and no body, RFC 5322 3.5). Raw fields share msg's memory.
+func Parse(msg []byte, opts *Options) (Header, int, error) {
+	maxHeader, maxFields, maxLine := opts.limits()
+	var h Header
+	off := 0
+	for off < len(msg) {
+		end := bytes.IndexByte(msg[off:], '\n')
+		var line []byte
+		next := len(msg)
+		if end >= 0 {
+			next = off + end + 1
+		}
+		line = msg[off:next]
+		if next > maxHeader {
+			return nil, 0, fmt.Errorf("%w: header section over %d bytes", ErrTooLarge, maxHeader)
+		}
+		content := trimEOL(line)
+		if maxLine >= 0 && len(content) > maxLine {
+			// RFC 5322 2.1.1
+			return nil, 0, fmt.Errorf("%w: line over %d characters", ErrTooLarge, maxLine)
+		}
+		if len(content) == 0 {
+			return h.finish(), next, nil // the blank line ends the header (RFC 5322 2.1)
+		}
+		if bytes.IndexByte(content, '\r') >= 0 || bytes.IndexByte(content, 0) >= 0 {
+			// RFC 5322 2.2: CR only as part of CRLF; no NUL.
+			return nil, 0, fmt.Errorf("%w: bare CR or NUL in line %q", ErrSyntax, clip(content))
+		}
+		if content[0] == ' ' || content[0] == '\t' {
+			// RFC 5322 2.2.3: a continuation of the previous field.
+			if len(h) == 0 {
+				return nil, 0, fmt.Errorf("%w: continuation line before any field", ErrSyntax)
+			}
+			f := &h[len(h)-1]
+			f.Raw = msg[off-len(f.Raw) : next]
+			off = next
+			continue
+		}
+		colon := bytes.IndexByte(content, ':')
+		if colon <= 0 {
+			return nil, 0, fmt.Errorf("%w: not a header field: %q", ErrSyntax, clip(content))
+		}
+		name := content[:colon]
+		for _, c := range name {
+			// RFC 5322 2.2: ftext is printable US-ASCII except colon.
+			// White space before the colon (obs-optional, 4.5.x) is refused.
+			if c < 33 || c > 126 {
+				return nil, 0, fmt.Errorf("%w: invalid field name %q", ErrSyntax, clip(name))
+			}
+		}
+		if len(h) == maxFields {
+			return nil, 0, fmt.Errorf("%w: more than %d fields", ErrTooLarge, maxFields)
+		}
+		h = append(h, Field{Name: string(name), Raw: msg[off:next]})
+		off = next
+	}
+	// No blank line: a message without a body (RFC 5322 3.5).
+	return h.finish(), len(msg), nil
+}
+
+// finish computes Value for every field.
+func (h Header) finish() Header {
+	for i := range h {
+		f := &h[i]
+		v := f.Raw[len(f.Name)+1:]
+		f.Value = unfold(string(v))
+	}
+	return h
+}
+
+// unfold removes line ends followed by white space and trims the result.
+func unfold(s string) string {
+	if strings.ContainsAny(s, "\r\n") {
+		var b strings.Builder
+		b.Grow(len(s))
+		for i := 0; i < len(s); i++ {
+			c := s[i]
+			if c == '\r' || c == '\n' {
+				continue
+			}
+			b.WriteByte(c)
+		}
+		s = b.String()
+	}
+	return strings.Trim(s, " \t")
+}
+
+// trimEOL removes a final CRLF or LF; a CR not followed by LF stays.
+func trimEOL(line []byte) []byte {
+	if l, ok := bytes.CutSuffix(line, []byte("\n")); ok {
+		return bytes.TrimSuffix(l, []byte("\r"))
+	}
+	return line
+}
+
+func clip(b []byte) string {
+	if len(b) > 40 {
+		return string(b[:40]) + "..."
+	}
+	return string(b)
+}
+
+// ReadHeader reads the header section from br, up to and including the
+// blank line, and parses it. On success br is positioned at the first byte
+// of the body. The limits of opts apply; past MaxHeaderBytes it stops
+// reading and returns ErrTooLarge.
+func ReadHeader(br *bufio.Reader, opts *Options) (Header, error) {
+	maxHeader, _, _ := opts.limits()
+	var buf []byte
+	lineStart := 0
+	for {
+		line, err := br.ReadSlice('\n')
+		buf = append(buf, line...)
+		if len(buf) > maxHeader {
+			return nil, fmt.Errorf("%w: header section over %d bytes", ErrTooLarge, maxHeader)
+		}
+		if errors.Is(err, bufio.ErrBufferFull) {
+			continue // the same line goes on
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		if len(trimEOL(buf[lineStart:])) == 0 {
+			break // the blank line ends the header (RFC 5322 2.1)
+		}
+		lineStart = len(buf)
+	}
+	h, off, err := Parse(buf, opts)
+	if err != nil {
+		return nil, err
+	}
+	if off != len(buf) {
+		// Cannot happen: the buffer ends at the blank line or at EOF.
+		return nil, fmt.Errorf("%w: internal: header ends at %d of %d", ErrSyntax, off, len(buf))
+	}
+	return h, nil
+}
