@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -163,11 +165,96 @@ func exists(path string) bool {
 // certificate store over certDir (PEM and PKCS#12), the issuing CA when the
 // policy is issue, the DKIM keyring over dkimDir, the sender policy and the
 // hostname. Close the returned io.Closer when the options are no longer
-// used (on exit, or after a reload has swapped them). Errors wrap errConfig
-// for unusable settings and pki's sentinels (pki.ErrKeyFile,
-// pki.ErrKeyPermissions, ...) for unusable files.
+// used (on exit, or after a reload has swapped them).
+//
+// Errors wrap errConfig for settings that cannot work (no PKI directory);
+// files that cannot be used keep pki's sentinels (pki.ErrKeyFile,
+// pki.ErrKeyPermissions, pki.ErrStore, pki.ErrDKIMConfig, pki.ErrIssue).
 func (c *signConfig) signerOptions() (signer.Options, io.Closer, error) {
-	// TODO(issue 2): wire pki.Store, pki.Issuer and pki.DKIMKeyring once
-	// the pki package exports them.
-	return signer.Options{}, nil, fmt.Errorf("%w: pki stores are not wired yet", errConfig)
+	var none signer.Options
+	if c.PKIDir != "" && !exists(c.PKIDir) && (c.TrustAnchors == "" || c.DKIMDir == "" || c.CertDir == "") {
+		return none, nil, fmt.Errorf("%w: KAKUIN_PKI_DIR=%s does not exist (create it with: kakuin pki init --dir %s --domain YOUR.DOMAIN.go.jp)",
+			errConfig, c.PKIDir, c.PKIDir)
+	}
+	roots, err := pki.LoadTrustAnchors(c.trustAnchors())
+	if err != nil {
+		return none, nil, fmt.Errorf("trust anchors: %w", err)
+	}
+	var intermediates []*x509.Certificate
+	var issuer *pki.Issuer
+	if cert, key, ok := c.issuer(); ok {
+		// The issuing CA file may hold the CA certificate followed by its
+		// own chain; the root is not sent (RFC 8550 3, RULES S5).
+		certs, err := pki.LoadCertificates(cert)
+		if err != nil {
+			return none, nil, fmt.Errorf("issuing CA: %w", err)
+		}
+		var chain []*x509.Certificate // above the issuing CA, without the root
+		for i, ic := range certs {
+			if isSelfSigned(ic) {
+				continue
+			}
+			intermediates = append(intermediates, ic)
+			if i > 0 {
+				chain = append(chain, ic)
+			}
+		}
+		if c.noCertPolicy() == policyIssue {
+			caCert, caKey, err := pki.LoadCA(cert, key)
+			if err != nil {
+				return none, nil, fmt.Errorf("issuing CA: %w", err)
+			}
+			issuer, err = pki.NewIssuer(pki.IssuerOptions{
+				CACert:   caCert,
+				CAKey:    caKey,
+				Chain:    chain,
+				Dir:      c.certDir(),
+				Validity: c.CertValidity,
+			})
+			if err != nil {
+				return none, nil, err
+			}
+		}
+	}
+	if err := os.MkdirAll(c.certDir(), 0o700); err != nil {
+		return none, nil, fmt.Errorf("%w: %w", pki.ErrStore, err)
+	}
+	store, err := pki.NewStore(pki.StoreOptions{
+		Dir:            c.certDir(),
+		Roots:          roots,
+		Intermediates:  intermediates,
+		PKCS12Password: c.PKCS12Password,
+		Issuer:         issuer,
+	})
+	if err != nil {
+		return none, nil, err
+	}
+	keyring, err := pki.LoadDKIMKeyring(c.dkimDir())
+	if err != nil {
+		return none, nil, err
+	}
+	if len(keyring.Domains()) == 0 {
+		return none, nil, fmt.Errorf("%w: no DKIM keys in %s", pki.ErrDKIMConfig, c.dkimDir())
+	}
+	opts := signer.Options{
+		Identities:         store,
+		DKIM:               keyring,
+		MissingCertificate: signer.Reject,
+		Senders:            c.senders(),
+		Hostname:           c.Hostname,
+	}
+	if c.noCertPolicy() == policyDKIMOnly {
+		opts.MissingCertificate = signer.DKIMOnly
+	}
+	return opts, nopCloser{}, nil
+}
+
+// nopCloser: nothing to release yet (PEM and PKCS#12 keys live in memory);
+// an HSM session will be closed here.
+type nopCloser struct{}
+
+func (nopCloser) Close() error { return nil }
+
+func isSelfSigned(c *x509.Certificate) bool {
+	return bytes.Equal(c.RawIssuer, c.RawSubject) && c.CheckSignatureFrom(c) == nil
 }
