@@ -1,0 +1,61 @@
+package smimesign
+
+import (
+	"bufio"
+	"encoding/base64"
+	"io"
+)
+
+// ContentType returns the folded value of the Content-Type field of the
+// multipart/signed message (RFC 8551 3.5.3, RULES S1).
+func (s *Signature) ContentType() string {
+	return `multipart/signed; protocol="application/pkcs7-signature";` + "\r\n" +
+		` micalg=sha-256; boundary="` + s.Boundary + `"`
+}
+
+// preamble is ignored by MIME readers (RFC 2046 5.1.1).
+const preamble = "This is an S/MIME signed message."
+
+// signatureHeader is the header of the second part (RFC 8551 3.5.3).
+const signatureHeader = "Content-Type: application/pkcs7-signature; name=smime.p7s\r\n" +
+	"Content-Transfer-Encoding: base64\r\n" +
+	"Content-Disposition: attachment; filename=smime.p7s\r\n" +
+	"Content-Description: S/MIME Cryptographic Signature\r\n" +
+	"\r\n"
+
+// WriteBody writes the body of the multipart/signed message to w: the
+// entity, read from entity (which must give exactly the bytes Sign read),
+// as the first part, and the signature as the second, base64 in lines of
+// 76 characters (RFC 2045 6.8). It streams: the entity is not copied.
+func (s *Signature) WriteBody(w io.Writer, entity io.Reader) (int64, error) {
+	cw := &countWriter{w: w}
+	bw := bufio.NewWriterSize(cw, 32<<10)
+	// RFC 2046 5.1.1: the CRLF before "--boundary" belongs to the
+	// delimiter, so the first part is exactly the entity's bytes.
+	bw.WriteString(preamble + "\r\n--" + s.Boundary + "\r\n")
+	if _, err := bw.ReadFrom(entity); err != nil {
+		return cw.n, err
+	}
+	bw.WriteString("\r\n--" + s.Boundary + "\r\n" + signatureHeader)
+	b64 := base64.StdEncoding.EncodeToString(s.DER)
+	for len(b64) > 76 {
+		bw.WriteString(b64[:76])
+		bw.WriteString("\r\n")
+		b64 = b64[76:]
+	}
+	bw.WriteString(b64)
+	bw.WriteString("\r\n\r\n--" + s.Boundary + "--\r\n")
+	err := bw.Flush()
+	return cw.n, err
+}
+
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
