@@ -36,7 +36,6 @@ func (o opaqueSigner) Sign(r io.Reader, d []byte, opts crypto.SignerOpts) ([]byt
 	return o.s.Sign(r, d, opts)
 }
 
-
 // parsed splits a multipart/signed body by its boundary and returns the
 // first part's exact bytes and the decoded smime.p7s.
 func parsed(t *testing.T, sig *Signature, body []byte) (first, p7s []byte, p7sHeader string) {
