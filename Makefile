@@ -5,7 +5,7 @@ GO        ?= go
 BIN       := bin/kakuin
 VAR       := var
 # Debian packages the tests and `make run` use: real peers, not mocks.
-DEB_PKGS  := openssl libnss3-tools python3-dkim python3-dnspython postfix swaks softhsm2 libmail-dkim-perl ca-certificates
+DEB_PKGS  := openssl libnss3-tools python3-dkim python3-nacl python3-dnspython postfix swaks softhsm2 libmail-dkim-perl ca-certificates
 # Debian's python3, where python3-dkim lives (a pyenv python3 may come first on PATH).
 export KAKUIN_TEST_PYTHON ?= /usr/bin/python3
 
