@@ -8,7 +8,6 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/asn1"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -21,6 +20,9 @@ import (
 
 	"github.com/kakuin/kakuin/govdomain"
 )
+
+// oidAnyPolicy is RFC 5280 4.2.1.4 anyPolicy.
+var oidAnyPolicy = mustOID(2, 5, 29, 32, 0)
 
 // ErrInit: `kakuin pki init` could not lay out the directory.
 var ErrInit = errors.New("pki: init")
@@ -291,7 +293,7 @@ func (in *initRun) issuingTemplate() (*x509.Certificate, error) {
 	}
 	// S/MIME BR 7.1.2.2 (subordinate CA): basicConstraints cA critical,
 	// keyCertSign and cRLSign, EKU emailProtection only, the reserved
-	// policies it issues under, cRLDistributionPoints and AIA over http;
+	// anyPolicy, cRLDistributionPoints and AIA over http;
 	// AKI and SKI (x509 derives both).
 	return &x509.Certificate{
 		SerialNumber: serial,
@@ -307,7 +309,11 @@ func (in *initRun) issuingTemplate() (*x509.Certificate, error) {
 		BasicConstraintsValid: true,
 		IsCA:                  true,
 		MaxPathLenZero:        true,
-		PolicyIdentifiers:     []asn1.ObjectIdentifier{OIDMailboxValidatedStrict, OIDSponsorValidatedStrict},
+		// S/MIME BR 7.1.2.2 (affiliated CA): anyPolicy. The reserved
+		// subscriber OIDs would make the CA look like a subscriber
+		// certificate to linters (zlint applies mailbox-validated subject
+		// rules to it).
+		Policies:              []x509.OID{oidAnyPolicy},
 		CRLDistributionPoints: []string{in.opts.RootCRLURL},
 		IssuingCertificateURL: []string{in.opts.RootCAIssuersURL},
 	}, nil
@@ -355,6 +361,9 @@ func (in *initRun) tls(root *x509.Certificate, rootKey crypto.Signer) error {
 		BasicConstraintsValid: true,
 		CRLDistributionPoints: []string{in.opts.RootCRLURL},
 		IssuingCertificateURL: []string{in.opts.RootCAIssuersURL},
+	}
+	if t.SubjectKeyId, err = subjectKeyID(key.Public()); err != nil { // RFC 5280 4.2.1.2
+		return fmt.Errorf("%w: %w", ErrInit, err)
 	}
 	for _, h := range in.opts.TLSHosts {
 		if ip := net.ParseIP(h); ip != nil {

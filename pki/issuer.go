@@ -8,6 +8,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
@@ -24,10 +25,18 @@ import (
 // Requirements 7.1.6.1 for the strict generation.
 var (
 	// OIDMailboxValidatedStrict: mailbox-validated, strict.
-	OIDMailboxValidatedStrict = asn1.ObjectIdentifier{2, 23, 140, 1, 5, 1, 3}
+	OIDMailboxValidatedStrict = mustOID(2, 23, 140, 1, 5, 1, 3)
 	// OIDSponsorValidatedStrict: sponsor-validated, strict.
-	OIDSponsorValidatedStrict = asn1.ObjectIdentifier{2, 23, 140, 1, 5, 4, 3}
+	OIDSponsorValidatedStrict = mustOID(2, 23, 140, 1, 5, 4, 3)
 )
+
+func mustOID(arcs ...uint64) x509.OID {
+	o, err := x509.OIDFromInts(arcs)
+	if err != nil {
+		panic(err)
+	}
+	return o
+}
 
 // KeyAlgorithm selects the algorithm of the keys the issuer generates.
 type KeyAlgorithm int
@@ -205,10 +214,16 @@ func (i *Issuer) Issue(ctx context.Context, addr string) (*Identity, error) {
 		// (RULES S6). Non-critical since the subject is not empty.
 		EmailAddresses: []string{addr},
 		// S/MIME BR 7.1.6.1: exactly one reserved policy OID.
-		PolicyIdentifiers: []asn1.ObjectIdentifier{OIDMailboxValidatedStrict},
+		// (crypto/x509 writes Policies, not PolicyIdentifiers, since Go 1.24.)
+		Policies: []x509.OID{OIDMailboxValidatedStrict},
 		// S/MIME BR 7.1.2.3 b, c.
 		CRLDistributionPoints: []string{i.opts.CRLURL},
 		IssuingCertificateURL: []string{i.opts.CAIssuersURL},
+	}
+	// RFC 5280 4.2.1.2: subscriber certificates should carry a subject key
+	// identifier (crypto/x509 adds one only to CA certificates).
+	if tmpl.SubjectKeyId, err = subjectKeyID(key.Public()); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrIssue, err)
 	}
 	if i.opts.OCSPURL != "" {
 		tmpl.OCSPServer = []string{i.opts.OCSPURL}
@@ -319,4 +334,22 @@ func newSerial() (*big.Int, error) {
 		b[0] = 1
 	}
 	return new(big.Int).SetBytes(b), nil
+}
+
+// subjectKeyID is RFC 7093 2 method 1: the leftmost 160 bits of the SHA-256
+// hash of the subjectPublicKey BIT STRING value.
+func subjectKeyID(pub crypto.PublicKey) ([]byte, error) {
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return nil, err
+	}
+	var spki struct {
+		Algorithm pkix.AlgorithmIdentifier
+		PublicKey asn1.BitString
+	}
+	if _, err := asn1.Unmarshal(der, &spki); err != nil {
+		return nil, err
+	}
+	h := sha256.Sum256(spki.PublicKey.Bytes)
+	return h[:20], nil
 }

@@ -159,7 +159,7 @@ type config struct {
 	byRoot     bool
 	subject    *pkix.Name
 	extraExts  []pkix.Extension
-	policyOIDs []asn1.ObjectIdentifier
+	policyOIDs []x509.OID
 }
 
 // Option changes the leaf that Identity makes.
@@ -228,7 +228,7 @@ func Extension(e pkix.Extension) Option {
 }
 
 // Policies sets certificate policy OIDs.
-func Policies(oids ...asn1.ObjectIdentifier) Option {
+func Policies(oids ...x509.OID) Option {
 	return func(c *config) { c.policyOIDs = append(c.policyOIDs, oids...) }
 }
 
@@ -303,7 +303,7 @@ func leafTemplate(tb testing.TB, addr string, c *config) *x509.Certificate {
 		DNSNames:              c.dnsNames,
 		BasicConstraintsValid: true,
 		ExtraExtensions:       c.extraExts,
-		PolicyIdentifiers:     c.policyOIDs,
+		Policies:              c.policyOIDs,
 	}
 	tmpl.KeyUsage = c.keyUsage // 0 omits the extension
 	if len(c.eku) > 0 {
