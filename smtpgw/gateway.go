@@ -1,0 +1,481 @@
+// Package smtpgw is kakuin's SMTP gateway: an authenticated relay that
+// accepts mail only from authorised clients (client networks, SMTP AUTH
+// after STARTTLS, TLS client certificates), only for senders under the
+// allowed suffixes that the client may use, seals each message with the
+// signer, and relays it upstream in lockstep: it answers 250 only after
+// the upstream did (RULES M2, RFC 5321 6.1). It keeps no queue.
+//
+// It is built on github.com/emersion/go-smtp (RFC 5321, ESMTP with
+// PIPELINING RFC 2920, SIZE RFC 1870, 8BITMIME RFC 6152,
+// ENHANCEDSTATUSCODES RFC 2034/3463, STARTTLS RFC 3207, AUTH RFC 4954,
+// CHUNKING RFC 3030, SMTPUTF8 RFC 6531 when enabled). This package is the
+// only place where errors become SMTP replies (see errors.go).
+package smtpgw
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emersion/go-smtp"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/kakuin/kakuin/govdomain"
+	"github.com/kakuin/kakuin/signer"
+	"github.com/kakuin/kakuin/smtpgw/relay"
+)
+
+// Sealer signs one message: *signer.Signer is one.
+type Sealer interface {
+	Sign(ctx context.Context, dst io.Writer, src io.Reader) (signer.Result, error)
+}
+
+// Config is what a reload (SIGHUP) may change. Every zero value is
+// documented.
+type Config struct {
+	// Sealer signs every message. Required.
+	Sealer Sealer
+	// Senders are the allowed sender suffixes. If zero, go.jp
+	// (govdomain.DefaultSuffixes).
+	Senders govdomain.Policy
+	// ClientNetworks may relay without authenticating. If empty, none:
+	// every client must authenticate.
+	ClientNetworks []netip.Prefix
+	// Credentials are the SMTP AUTH accounts. If nil, AUTH is not
+	// offered.
+	Credentials *Credentials
+	// Clients says which sender domains each client may use. If nil,
+	// every authorised client may use every domain under Senders.
+	Clients *ClientPolicy
+	// Certificate is the STARTTLS certificate. If nil, STARTTLS (and so
+	// AUTH) is not offered. Whether STARTTLS is offered at all is decided
+	// at New; a reload can replace the certificate, not remove it.
+	Certificate *tls.Certificate
+	// ClientCAs verify TLS client certificates; a client with a verified
+	// certificate is authorised. If nil, none are asked for.
+	ClientCAs *x509.CertPool
+}
+
+// Limits bound what a client can make the gateway do. go-smtp treats zero
+// as unlimited; here every zero value means the documented default, and
+// there is no "unlimited".
+type Limits struct {
+	// MaxMessageBytes is the largest message accepted (552 5.3.4). If
+	// zero, 32 MiB.
+	MaxMessageBytes int64
+	// MaxRecipients per message (452 4.5.3). If zero, 100 (RFC 5321
+	// 4.5.3.1.8).
+	MaxRecipients int
+	// MaxSessions open at once; more get 421 4.7.0 at connect. If zero,
+	// 100.
+	MaxSessions int
+	// MaxCommandsWithoutMail is how many session commands the gateway
+	// sees without a successful MAIL (EHLO/HELO, RSET, AUTH, refused
+	// MAIL) before it answers 421 4.7.0 and closes. go-smtp answers
+	// NOOP, VRFY and HELP itself: those are bounded by ReadTimeout and by
+	// go-smtp's limit of 3 bad commands. If zero, 20.
+	MaxCommandsWithoutMail int
+	// MaxHeaderBytes is the largest header section (552 5.3.4). If zero,
+	// 256 KiB.
+	MaxHeaderBytes int64
+	// MaxLineLength is the longest line, in commands and in the message,
+	// without CRLF. If zero, 2000 (twice RFC 5321 4.5.3.1.6, as Postfix
+	// and go-smtp tolerate).
+	MaxLineLength int
+	// ReadTimeout bounds the wait for each command or chunk of data. If
+	// zero, 5 minutes (RFC 5321 4.5.3.2.7).
+	ReadTimeout time.Duration
+	// WriteTimeout bounds each reply. If zero, 1 minute.
+	WriteTimeout time.Duration
+	// MessagesPerMinute is each client's sustained message rate (451
+	// 4.7.1 beyond it); a client is its AUTH name, certificate name or IP
+	// address. If zero, 6000.
+	MessagesPerMinute int
+	// RateBurst is how many messages a client may send at once. If zero,
+	// MessagesPerMinute.
+	RateBurst int
+	// SignTimeout bounds signing one message. If zero, 1 minute.
+	SignTimeout time.Duration
+}
+
+func (l *Limits) defaults() {
+	if l.MaxMessageBytes == 0 {
+		l.MaxMessageBytes = 32 << 20
+	}
+	if l.MaxRecipients == 0 {
+		l.MaxRecipients = 100
+	}
+	if l.MaxSessions == 0 {
+		l.MaxSessions = 100
+	}
+	if l.MaxCommandsWithoutMail == 0 {
+		l.MaxCommandsWithoutMail = 20
+	}
+	if l.MaxHeaderBytes == 0 {
+		l.MaxHeaderBytes = 256 << 10
+	}
+	if l.MaxLineLength == 0 {
+		l.MaxLineLength = 2000
+	}
+	if l.ReadTimeout == 0 {
+		l.ReadTimeout = 5 * time.Minute
+	}
+	if l.WriteTimeout == 0 {
+		l.WriteTimeout = time.Minute
+	}
+	if l.MessagesPerMinute == 0 {
+		l.MessagesPerMinute = 6000
+	}
+	if l.RateBurst == 0 {
+		l.RateBurst = l.MessagesPerMinute
+	}
+	if l.SignTimeout == 0 {
+		l.SignTimeout = time.Minute
+	}
+}
+
+// Options configure a Gateway. Every zero value is documented.
+type Options struct {
+	Config
+	Limits Limits
+	// Upstream receives the signed messages. Required.
+	Upstream relay.Upstream
+	// Hostname names the gateway in the greeting and in Received fields.
+	// If empty, os.Hostname.
+	Hostname string
+	// SMTPUTF8 advertises SMTPUTF8 (RFC 6531); a transaction that uses
+	// it is refused with 553 5.6.7 if the upstream lacks it. If false,
+	// not advertised.
+	SMTPUTF8 bool
+	// SpoolMemory is how much of a message is held in memory before it
+	// spills to a temporary file (unlinked at once). If zero, 1 MiB.
+	SpoolMemory int
+	// SpoolDir holds the temporary files. If empty, os.TempDir.
+	SpoolDir string
+	// Logger gets one line per transaction. If nil, slog.Default.
+	Logger *slog.Logger
+	// Registerer gets the metrics. If nil, a private registry (served by
+	// Handler).
+	Registerer prometheus.Registerer
+	// Gatherer serves /metrics. If nil, the private registry, or
+	// prometheus.DefaultGatherer when Registerer is set.
+	Gatherer prometheus.Gatherer
+	// Now is the clock. If nil, time.Now.
+	Now func() time.Time
+}
+
+// Gateway is the SMTP server. Create it with New, run it with Serve, stop
+// it with Shutdown.
+type Gateway struct {
+	opts    Options
+	limits  Limits
+	cfg     atomic.Pointer[Config]
+	srv     *smtp.Server
+	log     *slog.Logger
+	m       *metrics
+	gather  prometheus.Gatherer
+	rate    *rateLimiter
+	sem     chan struct{}
+	hasTLS  bool
+	baseCtx context.Context
+	cancel  context.CancelFunc
+
+	draining atomic.Bool
+	mu       sync.Mutex
+	conns    map[*gwConn]struct{}
+	allGone  chan struct{} // closed when draining and no conns remain
+
+	readyMu  sync.Mutex
+	readyAt  time.Time
+	readyErr error
+}
+
+// New checks the options and returns a gateway that is not serving yet.
+func New(opts Options) (*Gateway, error) {
+	if opts.Upstream == nil {
+		return nil, errors.New("smtpgw: no upstream")
+	}
+	if err := opts.Config.check(); err != nil {
+		return nil, err
+	}
+	opts.Limits.defaults()
+	if opts.Hostname == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			h = "localhost"
+		}
+		opts.Hostname = h
+	}
+	if opts.SpoolMemory == 0 {
+		opts.SpoolMemory = 1 << 20
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	g := &Gateway{opts: opts, limits: opts.Limits, log: opts.Logger, conns: map[*gwConn]struct{}{}, allGone: make(chan struct{})}
+	reg, gather := opts.Registerer, opts.Gatherer
+	if reg == nil {
+		r := prometheus.NewRegistry()
+		reg, gather = r, r
+	} else if gather == nil {
+		gather = prometheus.DefaultGatherer
+	}
+	g.m, g.gather = newMetrics(reg), gather
+	g.rate = newRateLimiter(opts.Limits.MessagesPerMinute, opts.Limits.RateBurst, opts.Now)
+	g.sem = make(chan struct{}, opts.Limits.MaxSessions)
+	g.baseCtx, g.cancel = context.WithCancel(context.Background())
+	cfg := opts.Config
+	g.cfg.Store(&cfg)
+
+	s := smtp.NewServer(smtp.BackendFunc(g.newSession))
+	s.Domain = opts.Hostname
+	// go-smtp treats zero limits as unlimited: every one is set here.
+	s.MaxMessageBytes = opts.Limits.MaxMessageBytes
+	s.MaxRecipients = opts.Limits.MaxRecipients
+	s.MaxLineLength = opts.Limits.MaxLineLength + 2 // go-smtp counts the CRLF
+	s.ReadTimeout = opts.Limits.ReadTimeout
+	s.WriteTimeout = opts.Limits.WriteTimeout
+	s.AllowInsecureAuth = false // RFC 4954 4: no AUTH PLAIN/LOGIN in clear
+	s.EnableSMTPUTF8 = opts.SMTPUTF8
+	s.ErrorLog = slogPrinter{opts.Logger}
+	if opts.Certificate != nil {
+		g.hasTLS = true
+		s.TLSConfig = &tls.Config{GetConfigForClient: g.tlsConfig}
+	}
+	g.srv = s
+	return g, nil
+}
+
+func (c *Config) check() error {
+	if c.Sealer == nil {
+		return errors.New("smtpgw: no sealer")
+	}
+	if len(c.Senders.Suffixes) == 0 {
+		c.Senders = govdomain.Policy{Suffixes: govdomain.DefaultSuffixes}
+	}
+	for i, p := range c.ClientNetworks {
+		c.ClientNetworks[i] = p.Masked()
+	}
+	return nil
+}
+
+// Reload replaces the configuration. Sessions in progress keep going;
+// each new transaction uses the new configuration.
+func (g *Gateway) Reload(c Config) error {
+	if err := c.check(); err != nil {
+		g.m.reloads.WithLabelValues("error").Inc()
+		return err
+	}
+	if g.hasTLS && c.Certificate == nil {
+		g.m.reloads.WithLabelValues("error").Inc()
+		return errors.New("smtpgw: reload without a TLS certificate; STARTTLS is on")
+	}
+	g.cfg.Store(&c)
+	g.m.reloads.WithLabelValues("ok").Inc()
+	return nil
+}
+
+func (g *Gateway) tlsConfig(*tls.ClientHelloInfo) (*tls.Config, error) {
+	c := g.cfg.Load()
+	t := &tls.Config{
+		Certificates: []tls.Certificate{*c.Certificate},
+		MinVersion:   tls.VersionTLS12,
+	}
+	if c.ClientCAs != nil {
+		t.ClientCAs = c.ClientCAs
+		t.ClientAuth = tls.VerifyClientCertIfGiven
+	}
+	return t, nil
+}
+
+// Serve accepts connections on l until Shutdown or Close.
+func (g *Gateway) Serve(l net.Listener) error {
+	err := g.srv.Serve(&limitListener{Listener: l, g: g})
+	if errors.Is(err, smtp.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops taking new transactions: new connections get 421 4.3.2,
+// idle sessions are closed, sessions in a transaction finish it (and get
+// 421 at their next MAIL). When they are all gone, or when ctx ends, the
+// server closes every connection.
+func (g *Gateway) Shutdown(ctx context.Context) error {
+	g.draining.Store(true)
+	g.mu.Lock()
+	for c := range g.conns {
+		c.closeIfIdle()
+	}
+	empty := len(g.conns) == 0
+	g.mu.Unlock()
+	var err error
+	if !empty {
+		select {
+		case <-g.allGone:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+	}
+	g.cancel()
+	g.srv.Close()
+	return err
+}
+
+// Close stops everything at once.
+func (g *Gateway) Close() error {
+	g.draining.Store(true)
+	g.cancel()
+	return g.srv.Close()
+}
+
+// Handler serves /metrics, /healthz (the process runs) and /readyz (a
+// sealer is configured and the upstream is reachable; checked at most
+// every 5 seconds).
+func (g *Gateway) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(g.gather, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		if err := g.ready(r.Context()); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	return mux
+}
+
+func (g *Gateway) ready(ctx context.Context) error {
+	if g.draining.Load() {
+		return ErrShutdown
+	}
+	if g.cfg.Load().Sealer == nil {
+		return errors.New("no signer")
+	}
+	g.readyMu.Lock()
+	defer g.readyMu.Unlock()
+	if now := g.opts.Now(); g.readyAt.IsZero() || now.Sub(g.readyAt) > 5*time.Second {
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		g.readyErr, g.readyAt = g.opts.Upstream.Ping(ctx), now
+	}
+	if g.readyErr != nil {
+		return fmt.Errorf("upstream: %w", g.readyErr)
+	}
+	return nil
+}
+
+// limitListener enforces MaxSessions and Shutdown at accept time: a
+// connection over the limit, or during shutdown, is answered 421 and
+// closed, without a session and without slowing anyone else down.
+type limitListener struct {
+	net.Listener
+	g *Gateway
+}
+
+func (l *limitListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		g := l.g
+		if g.draining.Load() {
+			g.m.sessionsDenied.WithLabelValues("shutdown").Inc()
+			go refuse(c, "421 4.3.2 "+g.opts.Hostname+" shutting down, try again later\r\n")
+			continue
+		}
+		select {
+		case g.sem <- struct{}{}:
+		default:
+			g.m.sessionsDenied.WithLabelValues("limit").Inc()
+			go refuse(c, "421 4.7.0 "+g.opts.Hostname+" too many sessions, try again later\r\n")
+			continue
+		}
+		gc := &gwConn{Conn: c, g: g}
+		g.mu.Lock()
+		g.conns[gc] = struct{}{}
+		g.mu.Unlock()
+		g.m.sessions.Inc()
+		return gc, nil
+	}
+}
+
+func refuse(c net.Conn, line string) {
+	c.SetWriteDeadline(time.Now().Add(2 * time.Second))
+	io.WriteString(c, line)
+	c.Close()
+}
+
+// gwConn is one client connection: it carries what outlives a go-smtp
+// session (STARTTLS starts a new one) and lets Shutdown close it when
+// idle.
+type gwConn struct {
+	net.Conn
+	g *Gateway
+
+	mu       sync.Mutex
+	inTxn    bool
+	closed   bool
+	commands int // session commands since the last successful MAIL
+	once     sync.Once
+}
+
+func (c *gwConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() {
+		g := c.g
+		<-g.sem
+		g.m.sessions.Dec()
+		g.mu.Lock()
+		delete(g.conns, c)
+		if g.draining.Load() && len(g.conns) == 0 {
+			select {
+			case <-g.allGone:
+			default:
+				close(g.allGone)
+			}
+		}
+		g.mu.Unlock()
+	})
+	return err
+}
+
+// closeIfIdle closes the connection unless a transaction is under way.
+func (c *gwConn) closeIfIdle() {
+	c.mu.Lock()
+	idle := !c.inTxn && !c.closed
+	if idle {
+		c.closed = true
+	}
+	c.mu.Unlock()
+	if idle {
+		c.Close()
+	}
+}
+
+// slogPrinter adapts go-smtp's logger.
+type slogPrinter struct{ l *slog.Logger }
+
+func (p slogPrinter) Printf(format string, v ...interface{}) {
+	p.l.Warn("smtp server", "detail", fmt.Sprintf(format, v...))
+}
+func (p slogPrinter) Println(v ...interface{}) { p.l.Warn("smtp server", "detail", fmt.Sprint(v...)) }

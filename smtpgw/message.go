@@ -1,0 +1,197 @@
+package smtpgw
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"mime"
+	"net/mail"
+	"net/textproto"
+	"os"
+	"strings"
+)
+
+// checker watches the bytes of a message as they arrive: size, line
+// length, header size, and bare CR or LF (RFC 5321 2.3.8: lines end with
+// CRLF; a lone LF is what SMTP smuggling builds its second message from,
+// so it is refused, never passed on). It remembers the first violation.
+type checker struct {
+	maxSize   int64
+	maxLine   int
+	maxHeader int64
+
+	n          int64
+	lineLen    int
+	prev       byte
+	headerLen  int64 // bytes up to and including the blank line, once seen
+	headerDone bool
+	err        error
+}
+
+func (c *checker) Write(p []byte) (int, error) {
+	if c.err != nil {
+		return len(p), nil
+	}
+	for i, b := range p {
+		switch {
+		case b == '\n' && c.prev != '\r':
+			c.err = ErrBareLineEnd
+		case c.prev == '\r' && b != '\n':
+			c.err = ErrBareLineEnd
+		case b == '\n':
+			if !c.headerDone && c.lineLen == 0 {
+				// RFC 5322 2.1: the empty line ends the header section.
+				c.headerDone, c.headerLen = true, c.n+int64(i)+1
+			}
+			c.lineLen = 0
+		case b != '\r':
+			c.lineLen++
+			if c.lineLen > c.maxLine {
+				c.err = ErrLineTooLong
+			}
+		}
+		c.prev = b
+		if c.err != nil {
+			break
+		}
+	}
+	c.n += int64(len(p))
+	if c.err == nil && c.n > c.maxSize {
+		c.err = ErrTooBig
+	}
+	if c.err == nil && !c.headerDone && c.n > c.maxHeader {
+		c.err = ErrHeaderTooBig
+	}
+	return len(p), nil
+}
+
+// end checks the end of the message.
+func (c *checker) end() error {
+	if c.err == nil && c.prev == '\r' {
+		c.err = ErrBareLineEnd
+	}
+	if c.err == nil && !c.headerDone {
+		// A message without a body: the header is all of it.
+		c.headerLen = c.n
+	}
+	return c.err
+}
+
+// spool holds a message in memory up to a threshold, then in a temporary
+// file (mode 0600, removed by Close).
+type spool struct {
+	mem       bytes.Buffer
+	f         *os.File
+	n         int64
+	threshold int
+	dir       string
+}
+
+func (s *spool) Write(p []byte) (int, error) {
+	if s.f == nil && s.mem.Len()+len(p) > s.threshold {
+		f, err := os.CreateTemp(s.dir, "kakuin-spool-")
+		if err != nil {
+			return 0, fmt.Errorf("%w: spool: %w", ErrInternal, err)
+		}
+		os.Remove(f.Name()) // unlinked: nothing is left behind, even on a crash
+		s.f = f
+		if _, err := s.f.Write(s.mem.Bytes()); err != nil {
+			return 0, fmt.Errorf("%w: spool: %w", ErrInternal, err)
+		}
+		s.mem = bytes.Buffer{}
+	}
+	var n int
+	var err error
+	if s.f != nil {
+		n, err = s.f.Write(p)
+		if err != nil {
+			err = fmt.Errorf("%w: spool: %w", ErrInternal, err)
+		}
+	} else {
+		n, err = s.mem.Write(p)
+	}
+	s.n += int64(n)
+	return n, err
+}
+
+// Reader reads the spooled bytes from the start.
+func (s *spool) Reader() io.Reader {
+	if s.f != nil {
+		return bufio.NewReaderSize(io.NewSectionReader(s.f, 0, s.n), 64<<10)
+	}
+	return bytes.NewReader(s.mem.Bytes())
+}
+
+// Head returns the first n bytes.
+func (s *spool) Head(n int64) ([]byte, error) {
+	if n > s.n {
+		n = s.n
+	}
+	if s.f == nil {
+		return s.mem.Bytes()[:n], nil
+	}
+	b := make([]byte, n)
+	if _, err := s.f.ReadAt(b, 0); err != nil {
+		return nil, fmt.Errorf("%w: spool: %w", ErrInternal, err)
+	}
+	return b, nil
+}
+
+// Len is the number of bytes spooled.
+func (s *spool) Len() int64 { return s.n }
+
+// Close releases the spool.
+func (s *spool) Close() {
+	if s.f != nil {
+		s.f.Close()
+		s.f = nil
+	}
+	s.mem = bytes.Buffer{}
+}
+
+// addressParser ignores the charset of encoded display names: only the
+// addr-spec matters here, and an ISO-2022-JP name must not make a valid
+// From unparsable.
+var addressParser = mail.AddressParser{WordDecoder: &mime.WordDecoder{
+	CharsetReader: func(charset string, input io.Reader) (io.Reader, error) { return input, nil },
+}}
+
+// originators parses the header section: exactly one From field holding
+// exactly one mailbox, and at most one Sender field holding one mailbox
+// (RFC 5322 3.6.2, 3.6 table). It returns their addr-specs. Errors wrap
+// ErrHeader.
+func originators(head []byte) (from, sender string, err error) {
+	if !bytes.HasSuffix(head, []byte("\r\n\r\n")) && !bytes.Equal(head, []byte("\r\n")) {
+		head = append(append([]byte(nil), head...), "\r\n"...)
+		if !bytes.HasSuffix(head, []byte("\r\n\r\n")) {
+			head = append(head, "\r\n"...)
+		}
+	}
+	h, err := textproto.NewReader(bufio.NewReader(bytes.NewReader(head))).ReadMIMEHeader()
+	if err != nil {
+		return "", "", fmt.Errorf("%w: %w", ErrHeader, err)
+	}
+	froms := h.Values("From")
+	if len(froms) != 1 {
+		return "", "", fmt.Errorf("%w: %d From fields, want exactly one", ErrHeader, len(froms))
+	}
+	a, err := addressParser.Parse(strings.TrimSpace(froms[0]))
+	if err != nil {
+		return "", "", fmt.Errorf("%w: From: want exactly one mailbox: %w", ErrHeader, err)
+	}
+	from = a.Address
+	senders := h.Values("Sender")
+	switch len(senders) {
+	case 0:
+	case 1:
+		a, err := addressParser.Parse(strings.TrimSpace(senders[0]))
+		if err != nil {
+			return "", "", fmt.Errorf("%w: Sender: want exactly one mailbox: %w", ErrHeader, err)
+		}
+		sender = a.Address
+	default:
+		return "", "", fmt.Errorf("%w: %d Sender fields, want at most one", ErrHeader, len(senders))
+	}
+	return from, sender, nil
+}

@@ -1,0 +1,54 @@
+package smtpgw
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the gateway's Prometheus series, all prefixed kakuin_gateway_.
+type metrics struct {
+	accepted       prometheus.Counter
+	rejected       *prometheus.CounterVec // reason
+	signatures     *prometheus.CounterVec // type: smime, dkim
+	upstream       *prometheus.CounterVec // class: 2xx, 4xx, 5xx, error
+	bytes          *prometheus.CounterVec // direction: in, out
+	txnDuration    prometheus.Histogram
+	signDuration   prometheus.Histogram
+	upDuration     prometheus.Histogram
+	sessions       prometheus.Gauge
+	sessionsDenied *prometheus.CounterVec // reason: limit, shutdown
+	authFailures   prometheus.Counter
+	reloads        *prometheus.CounterVec // result: ok, error
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	const ns, sub = "kakuin", "gateway"
+	m := &metrics{
+		accepted: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "messages_accepted_total",
+			Help: "Messages signed and accepted by the upstream (the client got 250)."}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "messages_rejected_total",
+			Help: "Transactions refused or failed, by reason."}, []string{"reason"}),
+		signatures: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "signatures_total",
+			Help: "Signatures applied, by type (smime, dkim)."}, []string{"type"}),
+		upstream: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "upstream_replies_total",
+			Help: "Final upstream replies to DATA, by class (2xx, 4xx, 5xx, error)."}, []string{"class"}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "bytes_total",
+			Help: "Message bytes received from clients (in) and sent upstream (out)."}, []string{"direction"}),
+		txnDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "transaction_duration_seconds",
+			Help: "From MAIL to the final reply.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 16)}),
+		signDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "sign_duration_seconds",
+			Help: "Time spent signing one message.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
+		upDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "upstream_data_duration_seconds",
+			Help: "Time from upstream DATA to its final reply.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
+		sessions: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "sessions",
+			Help: "Client sessions open now."}),
+		sessionsDenied: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "sessions_refused_total",
+			Help: "Connections answered 421 at once, by reason (limit, shutdown)."}, []string{"reason"}),
+		authFailures: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "auth_failures_total",
+			Help: "Failed SMTP AUTH attempts."}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "reloads_total",
+			Help: "Configuration reloads, by result."}, []string{"result"}),
+	}
+	reg.MustRegister(m.accepted, m.rejected, m.signatures, m.upstream, m.bytes, m.txnDuration, m.signDuration,
+		m.upDuration, m.sessions, m.sessionsDenied, m.authFailures, m.reloads)
+	return m
+}

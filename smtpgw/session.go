@@ -1,0 +1,525 @@
+package smtpgw
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/base32"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+
+	"github.com/kakuin/kakuin/signer"
+	"github.com/kakuin/kakuin/smtpgw/relay"
+)
+
+var (
+	_ smtp.Session     = (*session)(nil)
+	_ smtp.AuthSession = (*session)(nil)
+)
+
+// session is one go-smtp session (a connection has a new one after
+// STARTTLS).
+type session struct {
+	g      *Gateway
+	c      *smtp.Conn
+	gc     *gwConn
+	ctx    context.Context
+	cancel context.CancelFunc
+	client Client
+	tls    bool
+	helo   string
+
+	// The transaction, between MAIL and the end of DATA or RSET.
+	t *txn
+	// afterData: go-smtp calls Reset after every DATA; that one is not a
+	// client command.
+	afterData bool
+}
+
+// txn is one mail transaction and the record that is logged at its end.
+type txn struct {
+	id         string
+	start      time.Time
+	from       string
+	up         relay.Txn
+	rcpts      int
+	size       int64
+	headerFrom string
+	result     signer.Result
+	upReply    string
+}
+
+func (g *Gateway) newSession(c *smtp.Conn) (smtp.Session, error) {
+	nc := c.Conn()
+	s := &session{g: g, c: c, helo: c.Hostname()}
+	if tc, ok := nc.(*tls.Conn); ok {
+		s.tls = true
+		st := tc.ConnectionState()
+		if len(st.VerifiedChains) > 0 && len(st.PeerCertificates) > 0 {
+			leaf := st.PeerCertificates[0]
+			if leaf.Subject.CommonName != "" {
+				s.client.CertNames = append(s.client.CertNames, leaf.Subject.CommonName)
+			}
+			s.client.CertNames = append(s.client.CertNames, leaf.DNSNames...)
+		}
+		nc = tc.NetConn()
+	}
+	gc, ok := nc.(*gwConn)
+	if !ok {
+		return nil, fmt.Errorf("%w: connection not from the gateway's listener", ErrInternal)
+	}
+	s.gc = gc
+	if ap, err := netip.ParseAddrPort(gc.RemoteAddr().String()); err == nil {
+		s.client.Addr = ap.Addr().Unmap()
+	}
+	s.ctx, s.cancel = context.WithCancel(g.baseCtx)
+	if err := s.command(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// command counts a session command that is not part of a transaction and
+// enforces MaxCommandsWithoutMail: past it, 421 and the connection closes.
+func (s *session) command() error {
+	s.gc.mu.Lock()
+	s.gc.commands++
+	over := s.gc.commands > s.g.limits.MaxCommandsWithoutMail
+	s.gc.mu.Unlock()
+	if over {
+		s.g.m.rejected.WithLabelValues("commands").Inc()
+		s.hangUp(ErrTooManyCommands)
+		return ErrTooManyCommands
+	}
+	return nil
+}
+
+// hangUp writes the reply for err and closes the connection. It runs on
+// the session's goroutine, the only writer.
+func (s *session) hangUp(err error) {
+	r, _ := toSMTP(err)
+	nc := s.c.Conn()
+	nc.SetWriteDeadline(time.Now().Add(2 * time.Second))
+	fmt.Fprintf(nc, "%d %d.%d.%d %s\r\n", r.Code, r.EnhancedCode[0], r.EnhancedCode[1], r.EnhancedCode[2], r.Message)
+	nc.Close()
+}
+
+func (s *session) authorised(cfg *Config) bool {
+	if s.client.User != "" || len(s.client.CertNames) > 0 {
+		return true
+	}
+	for _, p := range cfg.ClientNetworks {
+		if s.client.Addr.IsValid() && p.Contains(s.client.Addr) {
+			return true
+		}
+	}
+	return false
+}
+
+// key identifies the client for the rate limit.
+func (s *session) key() string {
+	switch {
+	case s.client.User != "":
+		return "user:" + s.client.User
+	case len(s.client.CertNames) > 0:
+		return "cert:" + s.client.CertNames[0]
+	default:
+		return "ip:" + s.client.Addr.String()
+	}
+}
+
+// AuthMechanisms implements smtp.AuthSession. go-smtp offers them only
+// over TLS (Server.AllowInsecureAuth is false).
+func (s *session) AuthMechanisms() []string {
+	if s.g.cfg.Load().Credentials == nil || !s.tls {
+		return nil
+	}
+	return []string{sasl.Plain, sasl.Login}
+}
+
+// Auth implements smtp.AuthSession: PLAIN (RFC 4616) and LOGIN, only over
+// TLS (RFC 4954 4), checked against the bcrypt hashes.
+func (s *session) Auth(mech string) (sasl.Server, error) {
+	if err := s.command(); err != nil {
+		return nil, err
+	}
+	creds := s.g.cfg.Load().Credentials
+	if !s.tls || creds == nil {
+		// RFC 4954 6: 538 5.7.11 encryption required.
+		return nil, &smtp.SMTPError{Code: 538, EnhancedCode: smtp.EnhancedCode{5, 7, 11}, Message: "Encryption required for requested authentication mechanism"}
+	}
+	check := func(identity, user, pass string) error {
+		if (identity != "" && identity != user) || !creds.Verify(user, pass) {
+			s.g.m.authFailures.Inc()
+			s.g.log.Warn("auth failed", "client", s.client.Addr.String(), "user", user)
+			return smtp.ErrAuthFailed // 535 5.7.8
+		}
+		s.client.User = user
+		return nil
+	}
+	switch strings.ToUpper(mech) {
+	case sasl.Plain:
+		return sasl.NewPlainServer(check), nil
+	case sasl.Login:
+		return &loginServer{check: check}, nil
+	}
+	return nil, smtp.ErrAuthUnknownMechanism
+}
+
+// loginServer is the LOGIN mechanism (draft-murchison-sasl-login), which
+// go-sasl offers only as a client.
+type loginServer struct {
+	step  int
+	user  string
+	check func(identity, user, pass string) error
+}
+
+func (l *loginServer) Next(response []byte) ([]byte, bool, error) {
+	switch l.step {
+	case 0:
+		l.step = 1
+		if response != nil && len(response) > 0 {
+			l.user, l.step = string(response), 2
+			return []byte("Password:"), false, nil
+		}
+		return []byte("Username:"), false, nil
+	case 1:
+		l.user, l.step = string(response), 2
+		return []byte("Password:"), false, nil
+	case 2:
+		l.step = 3
+		return nil, true, l.check("", l.user, string(response))
+	}
+	return nil, false, sasl.ErrUnexpectedClientResponse
+}
+
+// Mail implements smtp.Session: authorisation, rate, sender policy, then
+// MAIL FROM upstream.
+func (s *session) Mail(from string, opts *smtp.MailOptions) error {
+	if s.t != nil {
+		// RFC 5321 4.1.4: no MAIL inside a transaction.
+		return &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "Nested MAIL command"}
+	}
+	s.gc.mu.Lock()
+	if s.g.draining.Load() || s.gc.closed {
+		s.gc.mu.Unlock()
+		s.g.m.rejected.WithLabelValues("shutdown").Inc()
+		s.hangUp(ErrShutdown)
+		return ErrShutdown
+	}
+	s.gc.inTxn = true
+	s.gc.mu.Unlock()
+
+	cfg := s.g.cfg.Load()
+	s.t = &txn{id: newID(), start: s.g.opts.Now(), from: from}
+	err := s.mail(cfg, from, opts)
+	if err != nil {
+		s.end(err)
+		if errors.Is(err, ErrTooManyCommands) {
+			return err
+		}
+		r, _ := toSMTP(err)
+		return r
+	}
+	s.gc.mu.Lock()
+	s.gc.commands = 0
+	s.gc.mu.Unlock()
+	return nil
+}
+
+func (s *session) mail(cfg *Config, from string, opts *smtp.MailOptions) error {
+	if !s.authorised(cfg) {
+		if err := s.command(); err != nil {
+			return err
+		}
+		return ErrNotAuthorised
+	}
+	if from != "" { // RFC 5321 4.5.5: the null path is allowed; the header From decides.
+		if err := s.checkSender(cfg, from); err != nil {
+			if err := s.command(); err != nil {
+				return err
+			}
+			return err
+		}
+	}
+	if !s.g.rate.allow(s.key()) {
+		return ErrRate
+	}
+	up, err := s.g.opts.Upstream.Begin(s.ctx, from, relay.MailOptions{UTF8: opts != nil && opts.UTF8})
+	if err != nil {
+		return fromRelay(err)
+	}
+	s.t.up = up
+	return nil
+}
+
+// checkSender applies the suffix and the client's policy to an address.
+func (s *session) checkSender(cfg *Config, addr string) error {
+	i := strings.LastIndexByte(addr, '@')
+	if i < 0 {
+		return fmt.Errorf("%w: %q has no domain", ErrSenderSuffix, addr)
+	}
+	domain := addr[i+1:]
+	if !cfg.Senders.Allows(domain) { // label-wise, A-labels (govdomain)
+		return fmt.Errorf("%w: %q", ErrSenderSuffix, domain)
+	}
+	if !cfg.Clients.Allows(s.client, domain) {
+		return fmt.Errorf("%w: %q", ErrSenderClient, domain)
+	}
+	return nil
+}
+
+// Rcpt implements smtp.Session: forwarded upstream at once, its reply
+// passed back.
+func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
+	if s.t == nil || s.t.up == nil {
+		return &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "Need MAIL first"}
+	}
+	if s.t.rcpts >= s.g.limits.MaxRecipients {
+		r, _ := toSMTP(ErrTooManyRecipients)
+		return r
+	}
+	if err := s.t.up.Rcpt(s.ctx, to); err != nil {
+		r, reason := toSMTP(fromRelay(err))
+		s.g.log.Info("recipient refused", "id", s.t.id, "reason", reason, "reply", r.Code, "cause", err.Error())
+		return r
+	}
+	s.t.rcpts++
+	return nil
+}
+
+// Data implements smtp.Session: spool and check, sign, relay; 250 only
+// when the upstream said 250.
+func (s *session) Data(r io.Reader) error {
+	if s.t == nil || s.t.up == nil {
+		io.Copy(io.Discard, r)
+		return &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "Need MAIL first"}
+	}
+	s.afterData = true
+	text, err := s.data(r)
+	if err != nil {
+		s.t.up.Abort()
+		s.end(err)
+		rep, _ := toSMTP(err)
+		return rep
+	}
+	msg := fmt.Sprintf("OK id=%s; upstream: %s", s.t.id, text)
+	s.end(nil)
+	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: msg}
+}
+
+func (s *session) data(r io.Reader) (string, error) {
+	g, cfg, t := s.g, s.g.cfg.Load(), s.t
+	l := g.limits
+	chk := &checker{maxSize: l.MaxMessageBytes, maxLine: l.MaxLineLength, maxHeader: l.MaxHeaderBytes}
+	in := &spool{threshold: g.opts.SpoolMemory, dir: g.opts.SpoolDir}
+	defer in.Close()
+	// Read all of it even after a violation, so that the reply comes
+	// after the client's final dot and nothing is read as a command.
+	_, err := io.Copy(io.MultiWriter(chk, &stopWriter{w: in, chk: chk}), r)
+	t.size = chk.n
+	g.m.bytes.WithLabelValues("in").Add(float64(chk.n))
+	if errors.Is(err, smtp.ErrDataTooLarge) {
+		return "", ErrTooBig
+	}
+	if errors.Is(err, smtp.ErrTooLongLine) {
+		return "", ErrLineTooLong
+	}
+	if err != nil {
+		return "", err
+	}
+	if err := chk.end(); err != nil {
+		return "", err
+	}
+
+	head, err := in.Head(chk.headerLen)
+	if err != nil {
+		return "", err
+	}
+	from, sender, err := originators(head)
+	if err != nil {
+		return "", err
+	}
+	t.headerFrom = from
+	if err := s.checkSender(cfg, from); err != nil {
+		return "", err
+	}
+	if sender != "" {
+		if err := s.checkSender(cfg, sender); err != nil {
+			return "", err
+		}
+	}
+
+	signed := &spool{threshold: g.opts.SpoolMemory, dir: g.opts.SpoolDir}
+	defer signed.Close()
+	ctx, cancel := context.WithTimeout(s.ctx, l.SignTimeout)
+	start := time.Now()
+	src := io.MultiReader(strings.NewReader(s.received(cfg)), in.Reader())
+	res, err := cfg.Sealer.Sign(ctx, signed, src)
+	cancel()
+	g.m.signDuration.Observe(time.Since(start).Seconds())
+	if err != nil {
+		return "", err
+	}
+	if !res.SMIME && len(res.DKIM) == 0 {
+		// RULES M3: never relay a message that carries no signature.
+		return "", fmt.Errorf("%w: signer applied no signature", signer.ErrKey)
+	}
+	t.result = res
+	if res.SMIME {
+		g.m.signatures.WithLabelValues("smime").Inc()
+	}
+	g.m.signatures.WithLabelValues("dkim").Add(float64(len(res.DKIM)))
+
+	start = time.Now()
+	text, err := t.up.Data(s.ctx, signed.Reader())
+	g.m.upDuration.Observe(time.Since(start).Seconds())
+	var se *smtp.SMTPError
+	switch {
+	case err == nil:
+		g.m.upstream.WithLabelValues("2xx").Inc()
+		g.m.bytes.WithLabelValues("out").Add(float64(signed.Len()))
+	case errors.As(err, &se) && se.Code >= 500:
+		g.m.upstream.WithLabelValues("5xx").Inc()
+	case errors.As(err, &se):
+		g.m.upstream.WithLabelValues("4xx").Inc()
+	default:
+		g.m.upstream.WithLabelValues("error").Inc()
+	}
+	if err != nil {
+		return "", fromRelay(err)
+	}
+	t.upReply = text
+	return text, nil
+}
+
+// stopWriter writes to w until the checker has seen a violation.
+type stopWriter struct {
+	w   io.Writer
+	chk *checker
+	err error
+}
+
+func (s *stopWriter) Write(p []byte) (int, error) {
+	if s.chk.err == nil && s.err == nil {
+		_, s.err = s.w.Write(p)
+	}
+	if s.err != nil {
+		return 0, s.err
+	}
+	return len(p), nil
+}
+
+// received is the trace field this hop adds (RFC 5321 4.4), with the
+// transaction id that is also in the log; protocol names per RFC 3848.
+func (s *session) received(cfg *Config) string {
+	proto := "ESMTP"
+	if s.tls {
+		proto += "S"
+	}
+	if s.client.User != "" {
+		proto += "A"
+	}
+	helo := strings.Map(func(r rune) rune {
+		if r <= ' ' || r > '~' || r == '(' || r == ')' || r == ';' {
+			return -1
+		}
+		return r
+	}, s.helo)
+	if helo == "" {
+		helo = "unknown"
+	}
+	return fmt.Sprintf("Received: from %s ([%s])\r\n\tby %s (kakuin) with %s id %s;\r\n\t%s\r\n",
+		helo, s.client.Addr, s.g.opts.Hostname, proto, s.t.id, s.g.opts.Now().Format(time.RFC1123Z))
+}
+
+// end logs the transaction and updates the metrics. err nil means the
+// upstream accepted the message.
+func (s *session) end(err error) {
+	t := s.t
+	if t == nil {
+		return
+	}
+	s.t = nil
+	s.gc.mu.Lock()
+	s.gc.inTxn = false
+	closing := s.gc.closed
+	s.gc.mu.Unlock()
+	g := s.g
+	d := g.opts.Now().Sub(t.start)
+	g.m.txnDuration.Observe(d.Seconds())
+	attrs := []any{
+		"id", t.id,
+		"client", s.client.Addr.String(),
+		"helo", s.helo,
+		"tls", s.tls,
+		"auth", s.client.User,
+		"cert", strings.Join(s.client.CertNames, ","),
+		"mail_from", t.from,
+		"rcpts", t.rcpts,
+		"size", t.size,
+		"header_from", t.headerFrom,
+		"smime", t.result.SMIME,
+		"dkim", t.result.DKIM,
+		"duration_ms", d.Milliseconds(),
+	}
+	if err == nil {
+		g.m.accepted.Inc()
+		g.log.Info("transaction", append(attrs, "result", "accepted", "reply", 250, "upstream", t.upReply)...)
+	} else {
+		r, reason := toSMTP(err)
+		g.m.rejected.WithLabelValues(reason).Inc()
+		g.log.Info("transaction", append(attrs,
+			"result", "refused", "reason", reason, "reply", r.Code,
+			"enhanced", fmt.Sprintf("%d.%d.%d", r.EnhancedCode[0], r.EnhancedCode[1], r.EnhancedCode[2]),
+			"cause", err.Error())...)
+	}
+	if closing {
+		s.c.Conn().Close()
+	}
+}
+
+// Reset implements smtp.Session: RSET, a new EHLO, and the end of every
+// DATA. An open transaction is aborted upstream (RSET there too).
+func (s *session) Reset() {
+	if s.afterData {
+		s.afterData = false
+		return
+	}
+	if s.t != nil {
+		if s.t.up != nil {
+			s.t.up.Abort()
+		}
+		s.end(errAborted)
+		return
+	}
+	s.command()
+}
+
+// Logout implements smtp.Session.
+func (s *session) Logout() error {
+	if s.t != nil {
+		if s.t.up != nil {
+			s.t.up.Abort()
+		}
+		s.end(errAborted)
+	}
+	s.cancel()
+	return nil
+}
+
+var idEncoding = base32.NewEncoding("0123456789ABCDEFGHJKMNPQRSTVWXYZ").WithPadding(base32.NoPadding)
+
+// newID is a random transaction id (80 bits, Crockford base32).
+func newID() string {
+	var b [10]byte
+	rand.Read(b[:])
+	return idEncoding.EncodeToString(b[:])
+}
