@@ -1,0 +1,336 @@
+#!/usr/bin/env bash
+# deploy/bench/bench.sh: the same smtp-source load into
+#   (a) Postfix + OpenDKIM (Debian packages, RSA-2048, relaxed/relaxed, DKIM
+#       only) relaying to smtp-sink, and
+#   (b) kakuin gateway (S/MIME + DKIM rsa-sha256 + ed25519, RSA-2048)
+#       relaying to smtp-sink,
+# with 20 and 100 sessions, 4 KB and 100 KB messages. Prints messages per
+# second (end to end: until the sink has every message), acceptance rate,
+# p50/p99 latency, peak memory, and the ratio b/a.
+#
+# usage: deploy/bench/bench.sh [all|opendkim|kakuin]      (run as root)
+#
+# environment:
+#   BENCH_MESSAGES  messages per run (default 2000)
+#   BENCH_SESSIONS  concurrent sessions (default "20 100")
+#   BENCH_SIZES     message sizes in bytes (default "4096 102400")
+#   KAKUIN_BIN      kakuin binary (default bin/kakuin; `make build`)
+#   BENCH_KEEP=1    keep the work directory
+#
+# Installs opendkim and opendkim-tools from Debian when missing. Everything
+# listens on 127.0.0.1 and is stopped on exit (by pid, never by name).
+set -euo pipefail
+
+WHICH=${1:-all}
+MESSAGES=${BENCH_MESSAGES:-2000}
+SESSIONS=${BENCH_SESSIONS:-"20 100"}
+SIZES=${BENCH_SIZES:-"4096 102400"}
+KAKUIN_BIN=${KAKUIN_BIN:-bin/kakuin}
+PY=${KAKUIN_TEST_PYTHON:-/usr/bin/python3}
+FROM=bench@example.go.jp
+TO=citizen@example.com
+RUN_TIMEOUT=${BENCH_RUN_TIMEOUT:-900}
+
+[ "$(id -u)" = 0 ] || { echo "bench: must run as root (private Postfix instances)" >&2; exit 2; }
+for p in postfix opendkim opendkim-tools; do
+  if ! dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed'; then
+    echo "bench: installing $p" >&2
+    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$p" >/dev/null
+  fi
+done
+
+W=$(mktemp -d /var/tmp/kakuin-bench.XXXXXX)
+chmod 0755 "$W"
+PIDS=()
+PF_CONF=""
+cleanup() {
+  set +e
+  [ -n "$PF_CONF" ] && postfix -c "$PF_CONF" stop >/dev/null 2>&1
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+  if [ "${BENCH_KEEP:-0}" = 1 ]; then echo "bench: work directory kept: $W" >&2; else rm -rf "$W"; fi
+}
+trap cleanup EXIT
+
+freeport() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_port() { # host:port, seconds
+  local i
+  for ((i = 0; i < $2 * 10; i++)); do
+    if "$PY" -c "import socket,sys; socket.create_connection(('127.0.0.1',$1),1)" 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "bench: nothing listens on 127.0.0.1:$1 after $2 s" >&2; return 1
+}
+
+# ---------------------------------------------------------------- the sink
+SINK_PORT=$(freeport)
+SINK_OUT=$W/sink.out
+start_sink() { # [dump dir]
+  local dump=()
+  if [ -n "${1:-}" ]; then mkdir -p "$1"; chown nobody "$1"; dump=(-d "$1/%M."); fi
+  smtp-sink -u nobody -c -h sink.bench.invalid -m 500 "${dump[@]}" 127.0.0.1:"$SINK_PORT" 1024 >"$SINK_OUT" 2>&1 &
+  SINK_PID=$!
+  PIDS+=("$SINK_PID")
+  wait_port "$SINK_PORT" 10
+}
+stop_sink() { kill "$SINK_PID" 2>/dev/null || true; wait "$SINK_PID" 2>/dev/null || true; }
+sink_count() { tr '\r' '\n' <"$SINK_OUT" | grep -o 'mesg=[0-9]*' | tail -1 | cut -d= -f2 || true; }
+
+# ---------------------------------------------------------------- memory
+# sample_mem COMMAND OUT: sums the proportional set size (Pss: shared
+# pages divided among the processes that share them, so Postfix's many
+# processes are not counted once per library) of the pids the command
+# prints, every 0.2 s, and keeps the peak (kB) in OUT.
+sample_mem() {
+  local cmd=$1 out=$2 peak=0 sum p
+  echo 0 >"$out"
+  while :; do
+    sum=0
+    for p in $($cmd 2>/dev/null); do
+      r=$(awk '/^Pss:/ {print $2}' /proc/"$p"/smaps_rollup 2>/dev/null || true)
+      sum=$((sum + ${r:-0}))
+    done
+    if ((sum > peak)); then peak=$sum; echo "$peak" >"$out.tmp" && mv "$out.tmp" "$out"; fi
+    sleep 0.2
+  done
+}
+
+# ---------------------------------------------------------------- one run
+# run NAME PORT SESSIONS SIZE MEMCMD LATENCYCMD-PREFIX
+RESULTS=$W/results.tsv
+: >"$RESULTS"
+run_load() {
+  local name=$1 port=$2 s=$3 size=$4 memcmd=$5 latfn=$6
+  local base want t0 t1 t2 got
+  base=$(sink_count); base=${base:-0}
+  want=$((base + MESSAGES))
+  "$latfn" begin
+  sample_mem "$memcmd" "$W/mem.peak" &
+  local mpid=$!
+  t0=$(date +%s.%N)
+  smtp-source -s "$s" -m "$MESSAGES" -l "$size" -f "$FROM" -t "$TO" 127.0.0.1:"$port" >"$W/source.out" 2>&1 || true
+  t1=$(date +%s.%N)
+  local deadline=$(( $(date +%s) + RUN_TIMEOUT ))
+  while :; do
+    got=$(sink_count); got=${got:-0}
+    ((got >= want)) && break
+    if (($(date +%s) > deadline)); then echo "bench: $name: sink has $((got - base))/$MESSAGES after ${RUN_TIMEOUT}s" >&2; break; fi
+    sleep 0.05
+  done
+  t2=$(date +%s.%N)
+  kill "$mpid" 2>/dev/null; wait "$mpid" 2>/dev/null || true
+  local lat; lat=$("$latfn" end)
+  local errs; errs=$(grep -c -i 'error\|fatal\|warning' "$W/source.out" || true)
+  "$PY" - "$name" "$s" "$size" "$MESSAGES" "$((got - base))" "$t0" "$t1" "$t2" "$(cat "$W/mem.peak" 2>/dev/null || echo 0)" "$lat" "$errs" >>"$RESULTS" <<'EOF'
+import sys
+name, s, size, n, got, t0, t1, t2, mem, lat, errs = sys.argv[1:]
+t0, t1, t2 = float(t0), float(t1), float(t2)
+n, got = int(n), int(got)
+print("\t".join([name, s, size, str(n), str(got), "%.1f" % (got / (t2 - t0)), "%.1f" % (n / (t1 - t0)),
+                 lat, "%.0f" % (int(mem) / 1024), errs]))
+EOF
+  tail -1 "$RESULTS" | awk -F'\t' '{printf "  %-9s sessions=%-3s size=%-6s delivered=%s/%s  %s msg/s end-to-end (accepted %s msg/s)  latency p50/p99 %s  peak memory (sum of Pss) %s MB  source errors %s\n", $1,$2,$3,$5,$4,$6,$7,$8,$9,$10}'
+}
+
+# quantiles from a list of seconds on stdin: "p50/p99"
+quantiles() { "$PY" -c '
+import sys
+v = sorted(float(x) for x in sys.stdin.read().split())
+q = lambda p: v[min(len(v) - 1, int(p * len(v)))] if v else float("nan")
+print("%.3fs/%.3fs" % (q(0.50), q(0.99)) if v else "n/a")'; }
+
+# ============================================================ (a) OpenDKIM
+run_opendkim() {
+  echo "== (a) Postfix $(postconf -d -h mail_version) + OpenDKIM $(opendkim -V 2>&1 | head -1 | awk '{print $NF}'), RSA-2048 relaxed/relaxed"
+  local D=$W/opendkim; mkdir -p "$D/conf" "$D/queue" "$D/data" "$D/keys"
+  chown postfix "$D/data"
+  local DKIM_PORT PF_PORT; DKIM_PORT=$(freeport); PF_PORT=$(freeport)
+  opendkim-genkey -b 2048 -h sha256 -d example.go.jp -s bench -D "$D/keys"
+  cat >"$D/opendkim.conf" <<EOF
+Syslog                 no
+Background             yes
+PidFile                $D/opendkim.pid
+Mode                   s
+Canonicalization       relaxed/relaxed
+SignatureAlgorithm     rsa-sha256
+Domain                 example.go.jp
+Selector               bench
+KeyFile                $D/keys/bench.private
+Socket                 inet:$DKIM_PORT@127.0.0.1
+InternalHosts          127.0.0.1
+RequireSafeKeys        false
+OversignHeaders        From
+EOF
+  opendkim -x "$D/opendkim.conf"
+  wait_port "$DKIM_PORT" 10
+  local dkim_pid; dkim_pid=$(cat "$D/opendkim.pid")
+  PIDS+=("$dkim_pid")
+
+  PF_CONF=$D/conf
+  cat >"$D/conf/main.cf" <<EOF
+compatibility_level = 3.6
+queue_directory = $D/queue
+data_directory = $D/data
+myhostname = agency-opendkim.bench.invalid
+mydestination =
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+smtpd_relay_restrictions = permit_mynetworks, reject
+maillog_file = $D/maillog
+maillog_file_prefixes = $D
+syslog_name = bench-opendkim
+relayhost = [127.0.0.1]:$SINK_PORT
+smtp_dns_support_level = disabled
+smtpd_peername_lookup = no
+alias_maps =
+alias_database =
+local_transport = error:local delivery disabled
+smtpd_milters = inet:127.0.0.1:$DKIM_PORT
+non_smtpd_milters = \$smtpd_milters
+milter_default_action = tempfail
+in_flow_delay = 0
+default_process_limit = 300
+smtpd_client_connection_count_limit = 0
+smtpd_client_connection_rate_limit = 0
+smtp_destination_concurrency_limit = 100
+message_size_limit = 52428800
+EOF
+  sed -e "s/^smtp      inet.*/127.0.0.1:$PF_PORT inet n - n - - smtpd/" \
+      -e 's/^\([a-z]*  *\(unix\|inet\|unix-dgram\|fifo\|pass\)  *[-ny]  *[-ny]\)  *y /\1 n /' \
+      /etc/postfix/master.cf >"$D/conf/master.cf"
+  grep -q "^postlog" "$D/conf/master.cf" || echo "postlog unix-dgram n - n - 1 postlogd" >>"$D/conf/master.cf"
+  postfix -c "$D/conf" start >/dev/null
+  wait_port "$PF_PORT" 30
+
+  # Warm-up and proof that the baseline signs: one message through a
+  # dumping sink, its DKIM signature verified with dkimpy.
+  start_sink "$W/dump-a"
+  smtp-source -m 1 -l 2000 -f "$FROM" -t "$TO" 127.0.0.1:"$PF_PORT"
+  local i; for ((i = 0; i < 300; i++)); do [ -n "$(ls "$W/dump-a" 2>/dev/null)" ] && break; sleep 0.1; done
+  sleep 0.3
+  "$PY" - "$W/dump-a" "$D/keys/bench.txt" <<'EOF' || { echo "bench: OpenDKIM's signature does not verify" >&2; exit 1; }
+import sys, os, re, dkim
+d, txt = sys.argv[1], open(sys.argv[2]).read()
+rec = "".join(re.findall(r'"([^"]*)"', txt)).encode()
+f = os.path.join(d, sorted(os.listdir(d))[0])
+raw = open(f, "rb").read()
+msg = raw[raw.index(b"DKIM-Signature:"):] if b"DKIM-Signature:" in raw else raw
+msg = msg.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+ok = dkim.verify(msg, dnsfunc=lambda name, timeout=5: rec)
+print("  warm-up: OpenDKIM signature (d=example.go.jp s=bench rsa-sha256 relaxed/relaxed) verifies with dkimpy:", ok)
+sys.exit(0 if ok else 1)
+EOF
+  stop_sink
+  start_sink
+
+  local master; master=$(sed 1q "$D/queue/pid/master.pid" | tr -d ' ')
+  pf_pids() { echo "$master" "$dkim_pid"; pgrep -P "$master"; }
+  PF_LOG=$D/maillog
+  pf_lat() {
+    case $1 in
+      begin) PF_LOG_LINE=$(wc -l <"$PF_LOG") ;;
+      # delay= of each delivery: arrival (incl. the milter) to the sink's 250.
+      end) tail -n +"$((PF_LOG_LINE + 1))" "$PF_LOG" | grep 'status=sent' | sed 's/.* delay=\([0-9.]*\),.*/\1/' | quantiles ;;
+    esac
+  }
+  for size in $SIZES; do for s in $SESSIONS; do
+    run_load opendkim "$PF_PORT" "$s" "$size" pf_pids pf_lat
+  done; done
+  stop_sink
+  postfix -c "$D/conf" stop >/dev/null; PF_CONF=""
+  kill "$dkim_pid" 2>/dev/null || true
+}
+
+# ============================================================ (b) kakuin
+run_kakuin() {
+  [ -x "$KAKUIN_BIN" ] || { echo "bench: $KAKUIN_BIN missing (make build)" >&2; exit 2; }
+  echo "== (b) kakuin gateway ($KAKUIN_BIN), S/MIME + DKIM (rsa-sha256 + ed25519-sha256), RSA-2048"
+  local D=$W/kakuin; mkdir -p "$D"
+  "$KAKUIN_BIN" pki init --dir "$D/pki" --domain example.go.jp >/dev/null
+  local K_PORT M_PORT; K_PORT=$(freeport); M_PORT=$(freeport)
+  start_sink "$W/dump-b"
+  KAKUIN_PKI_DIR=$D/pki KAKUIN_LISTEN=127.0.0.1:$K_PORT KAKUIN_METRICS_LISTEN=127.0.0.1:$M_PORT \
+  KAKUIN_UPSTREAM=smtp://127.0.0.1:$SINK_PORT KAKUIN_UPSTREAM_INSECURE_PLAINTEXT=true \
+  KAKUIN_CLIENT_NETWORKS=127.0.0.0/8 ${KAKUIN_BENCH_ENV:-} \
+    "$KAKUIN_BIN" gateway >"$D/gateway.log" 2>&1 &
+  local kpid=$!
+  PIDS+=("$kpid")
+  wait_port "$K_PORT" 30
+
+  smtp-source -m 1 -l 2000 -f "$FROM" -t "$TO" 127.0.0.1:"$K_PORT"
+  local i; for ((i = 0; i < 300; i++)); do [ -n "$(ls "$W/dump-b" 2>/dev/null)" ] && break; sleep 0.1; done
+  sleep 0.3
+  local f; f=$(ls "$W"/dump-b/* | head -1)
+  if ! grep -q '^DKIM-Signature:' "$f" || ! grep -qi 'multipart/signed' "$f"; then
+    echo "bench: kakuin's warm-up message is not sealed:" >&2; head -40 "$f" >&2; exit 1
+  fi
+  echo "  warm-up: kakuin's message carries S/MIME (multipart/signed) and DKIM-Signature"
+  stop_sink
+  start_sink
+
+  k_pids() { echo "$kpid"; }
+  k_lat() { # transaction_duration_seconds histogram: delta over the run
+    case $1 in
+      begin) curl -s "http://127.0.0.1:$M_PORT/metrics" >"$D/metrics.before" || true ;;
+      end) curl -s "http://127.0.0.1:$M_PORT/metrics" >"$D/metrics.after" || true
+        "$PY" - "$D/metrics.before" "$D/metrics.after" <<'EOF'
+import sys, re
+def buckets(path):
+    b = {}
+    for line in open(path):
+        m = re.match(r'kakuin_gateway_transaction_duration_seconds_bucket\{le="([^"]+)"\} (\S+)', line)
+        if m:
+            b[float(m.group(1))] = float(m.group(2))
+    return b
+a, b = buckets(sys.argv[1]), buckets(sys.argv[2])
+les = sorted(b)
+d = [(le, b[le] - a.get(le, 0)) for le in les]
+total = d[-1][1] if d else 0
+def q(p):
+    want, prev_le, prev_c = p * total, 0.0, 0.0
+    for le, c in d:
+        if c >= want:
+            if le == float("inf"):
+                return prev_le
+            return prev_le + (le - prev_le) * ((want - prev_c) / (c - prev_c) if c > prev_c else 0)
+        prev_le, prev_c = le, c
+    return float("nan")
+print("%.3fs/%.3fs" % (q(0.5), q(0.99)) if total else "n/a")
+EOF
+        ;;
+    esac
+  }
+  for size in $SIZES; do for s in $SESSIONS; do
+    run_load kakuin "$K_PORT" "$s" "$size" k_pids k_lat
+  done; done
+  local hwm; hwm=$(awk '/^VmHWM:/ {print $2}' /proc/"$kpid"/status)
+  echo "  kakuin VmHWM (peak RSS over all runs): $((hwm / 1024)) MB"
+  kill "$kpid"; wait "$kpid" 2>/dev/null || true
+  stop_sink
+}
+
+echo "bench: $(nproc) CPU(s), $(awk '/MemTotal/ {printf "%.1f GB", $2/1048576}' /proc/meminfo), $MESSAGES messages per run; $(date -u '+%Y-%m-%d %H:%M UTC')"
+case $WHICH in
+  opendkim) run_opendkim ;;
+  kakuin) run_kakuin ;;
+  all) run_opendkim; run_kakuin ;;
+  *) echo "usage: $0 [all|opendkim|kakuin]" >&2; exit 2 ;;
+esac
+
+# Ratio b/a of end-to-end messages per second, same load, same run.
+"$PY" - "$RESULTS" <<'EOF'
+import sys
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
+r = {(x[0], x[1], x[2]): x for x in rows}
+print("\nsummary (msg/s end to end; b/a = kakuin / Postfix+OpenDKIM)")
+print("%-9s %-6s %14s %14s %8s %10s %10s" % ("sessions", "size", "a opendkim", "b kakuin", "b/a", "a peakMB", "b peakMB"))
+for (name, s, size), x in sorted(r.items(), key=lambda kv: (int(kv[0][2]), int(kv[0][1]))):
+    if name != "opendkim":
+        continue
+    y = r.get(("kakuin", s, size))
+    ratio = "%.2f" % (float(y[5]) / float(x[5])) if y and float(x[5]) > 0 else "-"
+    print("%-9s %-6s %14s %14s %8s %10s %10s" % (s, size, x[5], y[5] if y else "-", ratio, x[8], y[8] if y else "-"))
+EOF
