@@ -285,3 +285,32 @@ func TestInitRefusesPartialState(t *testing.T) {
 		t.Fatalf("bad domain: %v", err)
 	}
 }
+
+// TestOpenStore: the store of an Init layout issues into certs/, and a
+// store opened later without issuance finds what was issued.
+func TestOpenStore(t *testing.T) {
+	t.Parallel()
+	l := devPKI(t, "example.go.jp")
+	st, err := pki.OpenStore(l, pki.OpenOptions{Issue: true, Issuer: pki.IssuerOptions{Domains: []string{"example.go.jp"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := st.Identity(t.Context(), "soumu-ka@example.go.jp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ro, err := pki.OpenStore(l, pki.OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := ro.Identity(t.Context(), "soumu-ka@example.go.jp")
+	if err != nil || !got.Certificate.Equal(id.Certificate) {
+		t.Fatalf("reopened: %v", err)
+	}
+	if _, err := ro.Identity(t.Context(), "other@example.go.jp"); !errors.Is(err, pki.ErrNoCertificate) {
+		t.Fatalf("no issuer: %v", err)
+	}
+	if _, err := pki.OpenStore(pki.Layout{Dir: t.TempDir()}, pki.OpenOptions{}); !errors.Is(err, pki.ErrCertFile) {
+		t.Fatalf("empty dir: %v", err)
+	}
+}

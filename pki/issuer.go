@@ -162,7 +162,11 @@ func (i *Issuer) CACertificate() *x509.Certificate { return i.opts.CACert }
 
 // Issue makes a new certificate and key for addr, writes them to Dir (if
 // set) and returns the identity. It always issues; Store decides when.
-// Errors wrap ErrIssue.
+// An address this issuer will never certify (outside Domains, not an
+// ASCII address) is refused with an error wrapping ErrNoCertificate, a
+// permanent condition the sender policy decides on; a failure of the CA
+// (key generation, signing, writing, a canceled ctx) wraps ErrIssue, a
+// transient one.
 func (i *Issuer) Issue(ctx context.Context, addr string) (*Identity, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrIssue, err)
@@ -178,7 +182,7 @@ func (i *Issuer) Issue(ctx context.Context, addr string) (*Identity, error) {
 			ok = ok || govdomain.Within(domain, d)
 		}
 		if !ok {
-			return nil, fmt.Errorf("%w: %s is outside the issuing domains", ErrIssue, addr)
+			return nil, fmt.Errorf("%w: %s is outside the issuing domains", ErrNoCertificate, addr)
 		}
 	}
 	key, err := generateKey(i.opts.KeyAlgorithm)
@@ -286,18 +290,18 @@ func (i *Issuer) issued(c *x509.Certificate) bool {
 func canonicalIssueAddr(addr string) (string, error) {
 	at := strings.LastIndexByte(addr, '@')
 	if at <= 0 || at == len(addr)-1 {
-		return "", fmt.Errorf("%w: %q is not an address", ErrIssue, addr)
+		return "", fmt.Errorf("%w: %q is not an address", ErrNoCertificate, addr)
 	}
 	local := addr[:at]
 	for _, c := range []byte(local) {
 		// RFC 5321 4.1.2 dot-atom characters; quoted local parts are refused.
 		if c <= ' ' || c >= 0x7f || strings.IndexByte("\"(),:;<>@[\\]", c) >= 0 {
-			return "", fmt.Errorf("%w: %q: local part not supported in a certificate", ErrIssue, addr)
+			return "", fmt.Errorf("%w: %q: local part not supported in a certificate", ErrNoCertificate, addr)
 		}
 	}
 	domain, err := govdomain.Canonical(addr[at+1:])
 	if err != nil {
-		return "", fmt.Errorf("%w: %w", ErrIssue, err)
+		return "", fmt.Errorf("%w: %w", ErrNoCertificate, err)
 	}
 	return local + "@" + domain, nil
 }

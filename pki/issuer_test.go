@@ -100,7 +100,7 @@ func TestIssuerProfile(t *testing.T) {
 	}
 
 	for _, bad := range []string{"no-at", "@example.go.jp", "a b@example.go.jp", "山田@example.go.jp", "x@bad..domain"} {
-		if _, err := iss.Issue(t.Context(), bad); !errors.Is(err, pki.ErrIssue) {
+		if _, err := iss.Issue(t.Context(), bad); !errors.Is(err, pki.ErrNoCertificate) {
 			t.Errorf("%q: %v", bad, err)
 		}
 	}
@@ -121,9 +121,9 @@ func TestIssuerProfile(t *testing.T) {
 	}
 }
 
-// TestIssuerDomains: issuance is limited to the configured domains, and
-// the Store reports a failed issuance as ErrIssue (defer), not as a
-// missing certificate.
+// TestIssuerDomains: issuance is limited to the configured domains; an
+// address outside is a missing certificate (policy decides), not a
+// failure (defer).
 func TestIssuerDomains(t *testing.T) {
 	t.Parallel()
 	ca := pkitest.New(t)
@@ -133,8 +133,19 @@ func TestIssuerDomains(t *testing.T) {
 	}
 	st := ca.Store(t, t.TempDir(), pki.StoreOptions{Issuer: iss})
 	_, err := st.Identity(t.Context(), "a@evilmhlw.go.jp")
-	if !errors.Is(err, pki.ErrIssue) || errors.Is(err, pki.ErrNoCertificate) {
+	if !errors.Is(err, pki.ErrNoCertificate) || errors.Is(err, pki.ErrIssue) {
 		t.Fatalf("outside domains: %v", err)
+	}
+	if _, err := st.Identity(t.Context(), "b@mhlw.go.jp"); err != nil {
+		t.Fatal(err)
+	}
+
+	// An issuing CA that is not under the Store's anchors: issuance fails
+	// (ErrIssue) instead of handing out an unverifiable identity.
+	other := pkitest.New(t)
+	st2 := other.Store(t, t.TempDir(), pki.StoreOptions{Issuer: iss})
+	if _, err := st2.Identity(t.Context(), "c@mhlw.go.jp"); !errors.Is(err, pki.ErrIssue) {
+		t.Fatalf("foreign issuing CA: %v", err)
 	}
 }
 

@@ -148,9 +148,9 @@ func (s *Store) Addresses() []string {
 // that expires last. With an Issuer, a missing certificate is issued (and
 // one the Issuer made that nears expiry renewed; if renewal fails the old
 // one is used while valid); concurrent calls for one address issue once.
-// Without a certificate the error wraps ErrNoCertificate; if issuance
-// failed it wraps ErrIssue instead (a transient failure: defer, do not
-// send unsigned). The returned Identity must not be modified.
+// Without a certificate, and when the Issuer refuses the address, the
+// error wraps ErrNoCertificate; if issuance failed it wraps ErrIssue
+// instead (a transient failure: defer, do not send unsigned, RULES M3). The returned Identity must not be modified.
 func (s *Store) Identity(ctx context.Context, addr string) (*Identity, error) {
 	key, err := addrKey(addr)
 	if err != nil {
@@ -202,11 +202,34 @@ func (s *Store) issueOnce(ctx context.Context, key string) (*Identity, error) {
 		f.id = e.id
 		return f.id, nil
 	}
-	f.id, f.err = s.opts.Issuer.Issue(ctx, key)
-	if f.err == nil {
-		s.add(f.id)
+	id, err := s.opts.Issuer.Issue(ctx, key)
+	if err == nil {
+		// Hold issued certificates to the same standard as found ones: a
+		// misconfigured issuing CA (not under the anchors) fails here, not
+		// at every recipient.
+		err = s.verifyIssued(id, now)
 	}
-	return f.id, f.err
+	if err != nil {
+		f.err = err
+		return nil, err
+	}
+	s.add(id)
+	f.id = id
+	return id, nil
+}
+
+func (s *Store) verifyIssued(id *Identity, now time.Time) error {
+	inter := x509.NewCertPool()
+	for _, c := range append(slices.Clone(s.opts.Intermediates), id.Chain...) {
+		inter.AddCert(c)
+	}
+	if _, err := id.Certificate.Verify(x509.VerifyOptions{
+		Roots: s.opts.Roots, Intermediates: inter, CurrentTime: now,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection},
+	}); err != nil {
+		return fmt.Errorf("%w: issued certificate does not chain to the trust anchors: %w", ErrIssue, err)
+	}
+	return nil
 }
 
 // add publishes an issued identity in a copy of the index.
