@@ -9,9 +9,8 @@
 package signer
 
 import (
-	"context"
-	"crypto"
 	"errors"
+	"io"
 	"time"
 
 	"github.com/kakuin/kakuin/govdomain"
@@ -66,6 +65,9 @@ type Options struct {
 	Hostname string
 	// Now is the clock used for Date and signingTime. If nil, time.Now.
 	Now func() time.Time
+	// Rand is the randomness for Message-IDs, MIME boundaries and ECDSA
+	// signatures. If nil, crypto/rand.Reader.
+	Rand io.Reader
 }
 
 // Result describes what Sign did, for logs and metrics. It never holds key
@@ -80,8 +82,3 @@ type Result struct {
 	// DKIM lists the DKIM signatures applied, as "d=DOMAIN s=SELECTOR a=ALG".
 	DKIM []string
 }
-
-// compile-time check that the key types stay interchangeable.
-var _ crypto.Signer = crypto.Signer(nil)
-
-var _ = context.Background

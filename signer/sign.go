@@ -1,0 +1,318 @@
+package signer
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/kakuin/kakuin/govdomain"
+	"github.com/kakuin/kakuin/pki"
+	"github.com/kakuin/kakuin/rfc5322"
+	"github.com/kakuin/kakuin/signer/dkimsign"
+	"github.com/kakuin/kakuin/signer/mime7bit"
+	"github.com/kakuin/kakuin/signer/smimesign"
+)
+
+// Signer seals messages. It is safe for concurrent use.
+type Signer struct {
+	opts Options
+}
+
+// New checks opts and returns a Signer.
+func New(opts Options) (*Signer, error) {
+	if opts.DKIM == nil {
+		return nil, fmt.Errorf("%w: no dkim key source configured", ErrKey)
+	}
+	switch opts.MissingCertificate {
+	case Reject, DKIMOnly:
+	default:
+		return nil, fmt.Errorf("signer: unknown MissingCertificate %d", opts.MissingCertificate)
+	}
+	if opts.Senders.Suffixes == nil {
+		opts.Senders = govdomain.Policy{Suffixes: govdomain.DefaultSuffixes}
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Rand == nil {
+		opts.Rand = rand.Reader
+	}
+	return &Signer{opts: opts}, nil
+}
+
+// Sign reads one message from src (LF or CRLF line ends), seals it and
+// writes the result to dst: S/MIME first, since it wraps the body, then
+// DKIM over the final bytes (ARCHITECTURE). On any error nothing at all is
+// written to dst, so nothing leaves unsigned (RULES M3). Errors wrap
+// ErrMessage, ErrSender, ErrNoCertificate or ErrKey (and the cause); an
+// error reading src or writing dst is returned wrapped as is.
+//
+// The message is held in memory twice at most (as read, and 7-bit
+// normalised); when src reports its length (a Len method, or a regular
+// *os.File) the first buffer is sized exactly.
+func (s *Signer) Sign(ctx context.Context, dst io.Writer, src io.Reader) (Result, error) {
+	var res Result
+	br := bufio.NewReaderSize(src, 8<<10)
+	h, err := rfc5322.ReadHeader(br, nil)
+	if err != nil {
+		if errors.Is(err, rfc5322.ErrSyntax) || errors.Is(err, rfc5322.ErrTooLarge) {
+			return res, fmt.Errorf("%w: %w", ErrMessage, err)
+		}
+		return res, fmt.Errorf("signer: reading message: %w", err)
+	}
+
+	// Originator checks (RFC 5322 3.6): one of each singleton, exactly one
+	// From mailbox; its addr-spec, not its display name, must be allowed.
+	if err := rfc5322.CheckSingletons(h); err != nil {
+		return res, fmt.Errorf("%w: %w", ErrMessage, err)
+	}
+	from, err := rfc5322.From(h)
+	if err != nil {
+		return res, fmt.Errorf("%w: %w", ErrMessage, err)
+	}
+	res.From = from
+	if !s.opts.Senders.AllowsAddress(from) {
+		return res, fmt.Errorf("%w: From %s", ErrSender, from)
+	}
+	sender, err := rfc5322.Sender(h)
+	if err != nil {
+		return res, fmt.Errorf("%w: %w", ErrMessage, err)
+	}
+	if sender != "" && !s.opts.Senders.AllowsAddress(sender) {
+		return res, fmt.Errorf("%w: Sender %s", ErrSender, sender)
+	}
+	at := strings.LastIndexByte(from, '@')
+	domain, err := govdomain.Canonical(from[at+1:])
+	if err != nil { // cannot happen: AllowsAddress canonicalised it
+		return res, fmt.Errorf("%w: %w", ErrSender, err)
+	}
+	addr := from[:at+1] + domain
+
+	// Keys first, so that a missing key costs nothing (RULES M3: 4xx).
+	keys, err := s.dkimKeys(domain)
+	if err != nil {
+		return res, err
+	}
+	id, err := s.identity(ctx, addr)
+	if err != nil {
+		return res, err
+	}
+	if err := ctx.Err(); err != nil {
+		return res, err
+	}
+
+	// Split the header: Content-* fields go into the signed entity, the
+	// rest stays outside (RFC 8551 3.5.3: the first part is a MIME entity;
+	// MIME-Version belongs to the message). DKIM-Signature fields are
+	// dropped: wrapping the body breaks them anyway.
+	var outer, inner rfc5322.Header
+	for _, f := range h {
+		switch {
+		case f.Is("DKIM-Signature"):
+		case len(f.Name) > 8 && strings.EqualFold(f.Name[:8], "Content-"):
+			inner = append(inner, f)
+		default:
+			f.Raw = crlf(f.Raw)
+			outer = append(outer, f)
+		}
+	}
+	if h.Count("Date") == 0 {
+		// RFC 5322 3.6: Date is required; 3.3 date-time.
+		outer = append(outer, rfc5322.NewField("Date", s.opts.Now().Format(time.RFC1123Z)))
+	}
+	if h.Count("Message-ID") == 0 {
+		// RFC 5322 3.6.4: SHOULD be present; unique left part.
+		mid, err := s.messageID(domain)
+		if err != nil {
+			return res, err
+		}
+		outer = append(outer, rfc5322.NewField("Message-ID", mid))
+	}
+	if h.Count("MIME-Version") == 0 {
+		outer = append(outer, rfc5322.NewField("MIME-Version", "1.0")) // RFC 2045 4
+	}
+
+	// 7-bit normalisation (RFC 8551 3.1, RFC 6376 5.3, RULES S2/D4).
+	in, err := readEntity(inner, br, src)
+	if err != nil {
+		return res, fmt.Errorf("signer: reading message: %w", err)
+	}
+	entity := newSpool(in.Len() + in.Len()/8 + 1024)
+	if err := mime7bit.Normalize(entity, in); err != nil {
+		if errors.Is(err, mime7bit.ErrMIME) {
+			return res, fmt.Errorf("%w: %w", ErrMessage, err)
+		}
+		return res, fmt.Errorf("signer: normalising: %w", err)
+	}
+	in = nil //nolint:ineffassign,wastedassign // let the input go before signing
+
+	// S/MIME (RFC 8551 3.5.3).
+	var message func() io.Reader
+	if id != nil {
+		sig, err := smimesign.Sign(entity.Reader(), id, smimesign.Options{Now: s.opts.Now, Rand: s.opts.Rand})
+		switch {
+		case errors.Is(err, smimesign.ErrEntity):
+			return res, fmt.Errorf("%w: %w", ErrMessage, err)
+		case err != nil:
+			return res, fmt.Errorf("%w: %w", ErrKey, err)
+		}
+		outer = append(outer, rfc5322.NewField("Content-Type", sig.ContentType()))
+		head := rfc5322.Format(outer)
+		message = func() io.Reader { return io.MultiReader(bytes.NewReader(head), sig.Body(entity.Reader())) }
+		res.SMIME, res.SMIMEAlgorithm = true, sig.Algorithm
+	} else {
+		// DKIMOnly: the normalised entity carries its own header fields
+		// and the empty line.
+		var head bytes.Buffer
+		for _, f := range outer {
+			head.Write(f.Raw)
+		}
+		message = func() io.Reader { return io.MultiReader(bytes.NewReader(head.Bytes()), entity.Reader()) }
+	}
+	if err := ctx.Err(); err != nil {
+		return res, err
+	}
+
+	// DKIM over the final bytes (RFC 6376, RFC 8463).
+	sigs, err := dkimsign.Sign(message(), keys)
+	if err != nil {
+		return res, fmt.Errorf("%w: %w", ErrKey, err)
+	}
+	bw := bufio.NewWriterSize(dst, 32<<10)
+	for _, sg := range sigs {
+		bw.WriteString(sg.Field)
+		res.DKIM = append(res.DKIM, sg.String())
+	}
+	if _, err := bw.ReadFrom(message()); err != nil {
+		return res, fmt.Errorf("signer: writing: %w", err)
+	}
+	if err := bw.Flush(); err != nil {
+		return res, fmt.Errorf("signer: writing: %w", err)
+	}
+	return res, nil
+}
+
+// dkimKeys returns the DKIM keys for the From domain, checked: at least
+// one RSA key (RULES D3), strong enough (RULES D2), each d= the domain or a
+// parent of it (RULES D6).
+func (s *Signer) dkimKeys(domain string) ([]pki.DKIMKey, error) {
+	keys, err := s.opts.DKIM.DKIMKeys(domain)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrKey, domain, err)
+	}
+	if err := dkimsign.CheckKeys(keys); err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrKey, domain, err)
+	}
+	for _, k := range keys {
+		if !govdomain.Within(domain, k.Domain) {
+			return nil, fmt.Errorf("%w: key d=%s does not align with %s (RFC 7489 3.1)", ErrKey, k.Domain, domain)
+		}
+	}
+	return keys, nil
+}
+
+// identity returns the S/MIME identity for addr, or nil when there is none
+// and the policy is DKIMOnly.
+func (s *Signer) identity(ctx context.Context, addr string) (*pki.Identity, error) {
+	if s.opts.Identities == nil {
+		if s.opts.MissingCertificate == DKIMOnly {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("%w: %s: no certificate source configured", ErrNoCertificate, addr)
+	}
+	id, err := s.opts.Identities.Identity(ctx, addr)
+	switch {
+	case errors.Is(err, pki.ErrNoCertificate):
+		if s.opts.MissingCertificate == DKIMOnly {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("%w: %w", ErrNoCertificate, err)
+	case err != nil:
+		return nil, fmt.Errorf("%w: %w", ErrKey, err)
+	case id == nil || id.Certificate == nil || id.Signer == nil:
+		return nil, fmt.Errorf("%w: %s: incomplete identity", ErrKey, addr)
+	}
+	return id, nil
+}
+
+var idEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)
+
+// messageID returns "<random@host>" (RFC 5322 3.6.4).
+func (s *Signer) messageID(domain string) (string, error) {
+	var b [15]byte
+	if _, err := io.ReadFull(s.opts.Rand, b[:]); err != nil {
+		return "", fmt.Errorf("signer: message-id: %w", err)
+	}
+	host := s.opts.Hostname
+	if host == "" {
+		host = domain
+	}
+	return "<" + strings.ToLower(idEncoding.EncodeToString(b[:])) + "@" + host + ">", nil
+}
+
+// readEntity returns the entity to normalise: the Content-* fields, the
+// empty line and the rest of br, in one buffer sized from src when src
+// tells its length.
+func readEntity(inner rfc5322.Header, br *bufio.Reader, src io.Reader) (*bytes.Buffer, error) {
+	size := 0
+	for _, f := range inner {
+		size += len(f.Raw)
+	}
+	size += 2 + br.Buffered()
+	if n, ok := remaining(src); ok {
+		size += int(n)
+	} else {
+		size += 64 << 10
+	}
+	b := bytes.NewBuffer(make([]byte, 0, size+bytes.MinRead))
+	inner.WriteTo(b) //nolint:errcheck // bytes.Buffer does not fail
+	if _, err := b.ReadFrom(br); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// remaining reports how many octets are left in src, if it can tell.
+func remaining(src io.Reader) (int64, bool) {
+	switch r := src.(type) {
+	case interface{ Len() int }:
+		return int64(r.Len()), true
+	case interface{ Len() int64 }:
+		return r.Len(), true
+	case *os.File:
+		fi, err := r.Stat()
+		if err != nil || !fi.Mode().IsRegular() {
+			return 0, false
+		}
+		off, err := r.Seek(0, io.SeekCurrent)
+		if err != nil || off > fi.Size() {
+			return 0, false
+		}
+		return fi.Size() - off, true
+	}
+	return 0, false
+}
+
+// crlf returns raw with every bare LF made CRLF.
+func crlf(raw []byte) []byte {
+	n := bytes.Count(raw, []byte("\n")) - bytes.Count(raw, []byte("\r\n"))
+	if n == 0 {
+		return raw
+	}
+	out := make([]byte, 0, len(raw)+n)
+	for i, c := range raw {
+		if c == '\n' && (i == 0 || raw[i-1] != '\r') {
+			out = append(out, '\r')
+		}
+		out = append(out, c)
+	}
+	return out
+}
