@@ -3,6 +3,7 @@ package smtpgw
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"mime"
@@ -176,7 +177,7 @@ func originators(head []byte) (from, sender string, err error) {
 	if len(froms) != 1 {
 		return "", "", fmt.Errorf("%w: %d From fields, want exactly one", ErrHeader, len(froms))
 	}
-	a, err := addressParser.Parse(strings.TrimSpace(froms[0]))
+	a, err := mailbox(froms[0])
 	if err != nil {
 		return "", "", fmt.Errorf("%w: From: want exactly one mailbox: %w", ErrHeader, err)
 	}
@@ -185,7 +186,7 @@ func originators(head []byte) (from, sender string, err error) {
 	switch len(senders) {
 	case 0:
 	case 1:
-		a, err := addressParser.Parse(strings.TrimSpace(senders[0]))
+		a, err := mailbox(senders[0])
 		if err != nil {
 			return "", "", fmt.Errorf("%w: Sender: want exactly one mailbox: %w", ErrHeader, err)
 		}
@@ -194,4 +195,42 @@ func originators(head []byte) (from, sender string, err error) {
 		return "", "", fmt.Errorf("%w: %d Sender fields, want at most one", ErrHeader, len(senders))
 	}
 	return from, sender, nil
+}
+
+// mailbox parses a field that must hold exactly one mailbox (RFC 5322
+// 3.4): not a list, not a group, no obsolete route.
+func mailbox(v string) (*mail.Address, error) {
+	if hasGroupSyntax(v) {
+		return nil, errors.New("group or route syntax")
+	}
+	return addressParser.Parse(strings.TrimSpace(v))
+}
+
+// hasGroupSyntax reports a ':' or ';' outside quoted strings, comments and
+// domain literals: a group (RFC 5322 3.4) or an obsolete route (4.4),
+// which net/mail accepts but a From of one mailbox cannot be.
+func hasGroupSyntax(v string) bool {
+	depth, quoted, literal := 0, false, false
+	for i := 0; i < len(v); i++ {
+		switch ch := v[i]; {
+		case ch == '\\' && (quoted || depth > 0 || literal):
+			i++
+		case quoted:
+			quoted = ch != '"'
+		case literal:
+			literal = ch != ']'
+		case ch == '(':
+			depth++
+		case ch == ')' && depth > 0:
+			depth--
+		case depth > 0:
+		case ch == '"':
+			quoted = true
+		case ch == '[':
+			literal = true
+		case ch == ':' || ch == ';':
+			return true
+		}
+	}
+	return false
 }

@@ -63,7 +63,7 @@ func (s *testSealer) Sign(ctx context.Context, dst io.Writer, src io.Reader) (si
 	if err != nil {
 		return signer.Result{}, fmt.Errorf("%w: %w", signer.ErrMessage, err)
 	}
-	a, err := mail.ParseAddress(m.Header.Get("From"))
+	a, err := addressParser.Parse(m.Header.Get("From"))
 	if err != nil {
 		return signer.Result{}, fmt.Errorf("%w: %w", signer.ErrMessage, err)
 	}
