@@ -36,16 +36,16 @@ func TestEnvelopeSenderPolicy(t *testing.T) {
 	}
 	test("taro@mhlw.go.jp", 250, "")
 	test("taro@sub.mhlw.go.jp", 250, "")
-	test("TARO@MHLW.GO.JP", 250, "")     // case folded
-	test("taro@mhlw.go.jp.", 250, "")    // trailing dot is the same name
-	test("", 250, "")                    // null reverse path (bounces): the header From decides
-	test("a@example.go.jp", 250, "")     // the policy's second domain
-	test("a@soumu.go.jp", 550, "5.7.1")  // under go.jp, not this client's
-	test("a@evilgo.jp", 550, "5.7.1")    // not label-wise under go.jp
-	test("a@go.jp", 550, "5.7.1")        // the bare suffix
+	test("TARO@MHLW.GO.JP", 250, "")    // case folded
+	test("taro@mhlw.go.jp.", 250, "")   // trailing dot is the same name
+	test("", 250, "")                   // null reverse path (bounces): the header From decides
+	test("a@example.go.jp", 250, "")    // the policy's second domain
+	test("a@soumu.go.jp", 550, "5.7.1") // under go.jp, not this client's
+	test("a@evilgo.jp", 550, "5.7.1")   // not label-wise under go.jp
+	test("a@go.jp", 550, "5.7.1")       // the bare suffix
 	test("a@go.jp.example.com", 550, "5.7.1")
 	test("a@mhlw.go.jp.example.com", 550, "5.7.1")
-	test("a@evilmhlw.go.jp", 550, "5.7.1")   // under go.jp but not under mhlw.go.jp
+	test("a@evilmhlw.go.jp", 550, "5.7.1")     // under go.jp but not under mhlw.go.jp
 	test("a@xn--mhlw-9ra.go.jp", 550, "5.7.1") // an A-label look-alike is another name
 	test("a@example.com", 550, "5.7.1")
 	test("postmaster", 501, "5.5.2") // go-smtp: not a reverse path
