@@ -29,9 +29,7 @@ func TestRelaysSignedMessage(t *testing.T) {
 	if id == "" || !strings.Contains(text, "id="+id) {
 		t.Fatalf("Received id %q, reply %q", id, text)
 	}
-	if !strings.HasSuffix(string(m.Data), strings.TrimPrefix(msg, "")[strings.Index(msg, "\r\n\r\n"):]) {
-		t.Fatalf("body changed:\n%s", m.Data)
-	}
+	e.verifySMIME(m.Data, "Hello.")
 	// One JSON log line for the transaction, with the id, and no content.
 	var line map[string]any
 	for _, l := range strings.Split(strings.TrimSpace(e.logs.String()), "\n") {
@@ -43,7 +41,7 @@ func TestRelaysSignedMessage(t *testing.T) {
 			line = v
 		}
 	}
-	if line == nil || line["id"] != id || line["result"] != "accepted" || line["header_from"] != "taro@mhlw.go.jp" || line["rcpts"] != 2.0 {
+	if line == nil || line["id"] != id || line["result"] != "accepted" || line["header_from"] != "taro@mhlw.go.jp" || line["rcpts"] != 2.0 || line["smime"] != true {
 		t.Fatalf("log line %v", line)
 	}
 	if strings.Contains(e.logs.String(), "Hello.") {

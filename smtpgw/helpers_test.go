@@ -17,6 +17,9 @@ import (
 	"net"
 	"net/netip"
 	"net/textproto"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -25,6 +28,7 @@ import (
 	"github.com/emersion/go-msgauth/dkim"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/kakuin/kakuin/pki/pkitest"
 	"github.com/kakuin/kakuin/smtpgw/relay"
 	"github.com/kakuin/kakuin/smtpgw/smtptest"
 )
@@ -104,7 +108,7 @@ func newEnv(t *testing.T, mod func(*Options)) *env {
 	}
 	cert, roots := tlsCert(t)
 	e.roots = roots
-	e.seal = newTestSealer(t, "mhlw.go.jp", "soumu.go.jp", "example.go.jp")
+	e.seal = newTestSealer(t, []string{"mhlw.go.jp", "soumu.go.jp", "example.go.jp"}, nil)
 	opts := Options{
 		Config: Config{
 			Sealer:         e.seal,
@@ -315,7 +319,28 @@ func receivedID(msg []byte) string {
 	return ""
 }
 
-var _ = context.Background
+// verifySMIME checks the S/MIME signature of msg with openssl cms
+// against the test root only, and that the content holds want.
+func (e *env) verifySMIME(msg []byte, want string) {
+	e.t.Helper()
+	dir := e.t.TempDir()
+	root := filepath.Join(dir, "root.pem")
+	if err := os.WriteFile(root, pkitest.CertPEM(e.seal.ca.Root), 0o644); err != nil {
+		e.t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "openssl", "cms", "-verify", "-CAfile", root, "-purpose", "smimesign")
+	cmd.Stdin = bytes.NewReader(msg)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		e.t.Fatalf("openssl cms -verify: %v\n%s", err, errb.String())
+	}
+	if !strings.Contains(out.String(), want) {
+		e.t.Fatalf("signed content lacks %q:\n%s", want, out.String())
+	}
+}
 
 func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
 

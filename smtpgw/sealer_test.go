@@ -1,36 +1,29 @@
 package smtpgw
 
 import (
-	"bytes"
-	"context"
-	"errors"
 	"fmt"
-	"io"
-	"net/mail"
 	"strings"
 	"testing"
 
-	"github.com/kakuin/kakuin/govdomain"
 	"github.com/kakuin/kakuin/pki"
 	"github.com/kakuin/kakuin/pki/pkitest"
 	"github.com/kakuin/kakuin/signer"
-	"github.com/kakuin/kakuin/signer/dkimsign"
 )
 
-// testSealer signs with real DKIM keys from pkitest through
-// signer/dkimsign. INTERIM: it stands in for signer.New until the
-// composite signer lands; it does what the signer's contract says for the
-// cases the gateway relies on (ErrKey when the domain has no key,
-// ErrSender outside the suffixes, ErrMessage when the header cannot be
-// read).
+// testSealer is the real signer (signer.New) over a pkitest hierarchy:
+// a certificate store that issues S/MIME certificates on demand from the
+// test issuing CA (ECDSA P-256 leaves, to keep the tests quick), and DKIM
+// keys (RSA-2048 and Ed25519) for the given domains.
 type testSealer struct {
-	keys    *pki.DKIMKeyring
+	*signer.Signer
+	ca      *pkitest.CA
 	records map[string]string
-	senders govdomain.Policy
 }
 
-func newTestSealer(t testing.TB, domains ...string) *testSealer {
+// newTestSealer signs for domains; mod may change the signer options.
+func newTestSealer(t testing.TB, domains []string, mod func(*signer.Options)) *testSealer {
 	t.Helper()
+	ca := pkitest.New(t)
 	var all []pki.DKIMKey
 	records := map[string]string{}
 	for _, d := range domains {
@@ -44,7 +37,17 @@ func newTestSealer(t testing.TB, domains ...string) *testSealer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &testSealer{keys: kr, records: records, senders: govdomain.Policy{Suffixes: govdomain.DefaultSuffixes}}
+	dir := t.TempDir()
+	store := ca.Store(t, dir, pki.StoreOptions{Issuer: ca.Issuer(t, pki.IssuerOptions{Dir: dir, KeyAlgorithm: pki.KeyECDSAP256})})
+	opts := signer.Options{Identities: store, DKIM: kr, Hostname: "gw.example.go.jp"}
+	if mod != nil {
+		mod(&opts)
+	}
+	s, err := signer.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &testSealer{Signer: s, ca: ca, records: records}
 }
 
 func (s *testSealer) lookupTXT(name string) ([]string, error) {
@@ -52,41 +55,4 @@ func (s *testSealer) lookupTXT(name string) ([]string, error) {
 		return []string{v}, nil
 	}
 	return nil, fmt.Errorf("no TXT for %s", name)
-}
-
-func (s *testSealer) Sign(ctx context.Context, dst io.Writer, src io.Reader) (signer.Result, error) {
-	msg, err := io.ReadAll(src)
-	if err != nil {
-		return signer.Result{}, err
-	}
-	m, err := mail.ReadMessage(bytes.NewReader(msg))
-	if err != nil {
-		return signer.Result{}, fmt.Errorf("%w: %w", signer.ErrMessage, err)
-	}
-	a, err := addressParser.Parse(m.Header.Get("From"))
-	if err != nil {
-		return signer.Result{}, fmt.Errorf("%w: %w", signer.ErrMessage, err)
-	}
-	if !s.senders.AllowsAddress(a.Address) {
-		return signer.Result{}, fmt.Errorf("%w: %s", signer.ErrSender, a.Address)
-	}
-	domain := a.Address[strings.LastIndexByte(a.Address, '@')+1:]
-	keys, err := s.keys.DKIMKeys(domain)
-	if err != nil {
-		return signer.Result{}, fmt.Errorf("%w: %w", signer.ErrKey, err)
-	}
-	sigs, err := dkimsign.Sign(bytes.NewReader(msg), keys)
-	if errors.Is(err, dkimsign.ErrMessage) {
-		return signer.Result{}, fmt.Errorf("%w: %w", signer.ErrMessage, err)
-	}
-	if err != nil {
-		return signer.Result{}, fmt.Errorf("%w: %w", signer.ErrKey, err)
-	}
-	res := signer.Result{From: a.Address}
-	for _, sg := range sigs {
-		io.WriteString(dst, sg.Field)
-		res.DKIM = append(res.DKIM, sg.String())
-	}
-	_, err = dst.Write(msg)
-	return res, err
 }
