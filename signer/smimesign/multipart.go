@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/base64"
 	"io"
+	"strings"
 )
 
 // ContentType returns the folded value of the Content-Type field of the
@@ -23,28 +24,34 @@ const signatureHeader = "Content-Type: application/pkcs7-signature; name=smime.p
 	"Content-Description: S/MIME Cryptographic Signature\r\n" +
 	"\r\n"
 
-// WriteBody writes the body of the multipart/signed message to w: the
-// entity, read from entity (which must give exactly the bytes Sign read),
-// as the first part, and the signature as the second, base64 in lines of
-// 76 characters (RFC 2045 6.8). It streams: the entity is not copied.
+// Body returns the body of the multipart/signed message: the entity,
+// read from entity (which must give exactly the bytes Sign read), as the
+// first part, and the signature as the second, base64 in lines of 76
+// characters (RFC 2045 6.8). It streams: the entity is not copied.
+func (s *Signature) Body(entity io.Reader) io.Reader {
+	// RFC 2046 5.1.1: the CRLF before "--boundary" belongs to the
+	// delimiter, so the first part is exactly the entity's bytes.
+	head := preamble + "\r\n--" + s.Boundary + "\r\n"
+	var tail strings.Builder
+	tail.WriteString("\r\n--" + s.Boundary + "\r\n" + signatureHeader)
+	b64 := base64.StdEncoding.EncodeToString(s.DER)
+	for len(b64) > 76 {
+		tail.WriteString(b64[:76])
+		tail.WriteString("\r\n")
+		b64 = b64[76:]
+	}
+	tail.WriteString(b64)
+	tail.WriteString("\r\n\r\n--" + s.Boundary + "--\r\n")
+	return io.MultiReader(strings.NewReader(head), entity, strings.NewReader(tail.String()))
+}
+
+// WriteBody writes Body(entity) to w.
 func (s *Signature) WriteBody(w io.Writer, entity io.Reader) (int64, error) {
 	cw := &countWriter{w: w}
 	bw := bufio.NewWriterSize(cw, 32<<10)
-	// RFC 2046 5.1.1: the CRLF before "--boundary" belongs to the
-	// delimiter, so the first part is exactly the entity's bytes.
-	bw.WriteString(preamble + "\r\n--" + s.Boundary + "\r\n")
-	if _, err := bw.ReadFrom(entity); err != nil {
+	if _, err := bw.ReadFrom(s.Body(entity)); err != nil {
 		return cw.n, err
 	}
-	bw.WriteString("\r\n--" + s.Boundary + "\r\n" + signatureHeader)
-	b64 := base64.StdEncoding.EncodeToString(s.DER)
-	for len(b64) > 76 {
-		bw.WriteString(b64[:76])
-		bw.WriteString("\r\n")
-		b64 = b64[76:]
-	}
-	bw.WriteString(b64)
-	bw.WriteString("\r\n\r\n--" + s.Boundary + "--\r\n")
 	err := bw.Flush()
 	return cw.n, err
 }
