@@ -4,6 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto"
+	"errors"
+	"io"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -345,3 +348,10 @@ func (e *env) verifySMIME(msg []byte, want string) {
 func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
 
 func newTP(c net.Conn) *textproto.Conn { return textproto.NewConn(c) }
+
+// failingKey is a crypto.Signer whose Sign fails: an HSM gone away.
+type failingKey struct{ crypto.Signer }
+
+func (failingKey) Sign(io.Reader, []byte, crypto.SignerOpts) ([]byte, error) {
+	return nil, errors.New("hsm: device removed")
+}
