@@ -97,6 +97,15 @@ const upperHex = "0123456789ABCDEF"
 // (RFC 2045 6.7 (5)).
 const qpMax = 76
 
+// qpPlain holds the octets written as themselves anywhere but at the
+// start of a line: "!" to "~" except "=" (RFC 2045 6.7 (2)).
+var qpPlain = func() (t [256]bool) {
+	for ch := '!'; ch <= '~'; ch++ {
+		t[ch] = ch != '='
+	}
+	return t
+}()
+
 // qpEncode reports whether line[j] must be written as =XX.
 func qpEncode(line []byte, j int, lineStart bool) bool {
 	ch := line[j]
@@ -130,7 +139,10 @@ func (c *walker) qpLine(line []byte) {
 	n := 0
 	for j := 0; j < len(line); j++ {
 		ch := line[j]
-		enc := qpEncode(line, j, n == 0)
+		enc := false
+		if n == 0 || !qpPlain[ch] {
+			enc = qpEncode(line, j, n == 0)
+		}
 		width := 1
 		if enc {
 			width = 3

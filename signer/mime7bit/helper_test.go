@@ -116,7 +116,9 @@ func decodeBody(parts *[]decodedPart, hdr textproto.MIMEHeader, body []byte, pat
 	case "", "7bit", "8bit", "binary":
 		p.content = body
 	case "quoted-printable":
-		b, err := io.ReadAll(quotedprintable.NewReader(bytes.NewReader(body)))
+		// The line ends of quoted-printable are those of the transport:
+		// a hard line break is a CRLF in the content (RFC 2045 6.7 (4)).
+		b, err := io.ReadAll(quotedprintable.NewReader(bytes.NewReader(canonLines(body))))
 		if err != nil {
 			return fmt.Errorf("%s: quoted-printable: %w", path, err)
 		}

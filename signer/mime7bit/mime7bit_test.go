@@ -223,6 +223,9 @@ and continues.</p></body></html>
 	})
 	in = "Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: quoted-printable\n\nabc=3D é=\nx=0D=0Ay \n"
 	test("quoted-printable with raw 8-bit", none, in, nil, equal("Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nabc=3D =C3=A9x=0D=0Ay\r\n"))
+	// Found by FuzzNormalize: an encoded CR before a LF line end is kept.
+	in = "Content-TrAnsfer-EnCoding:quoted-printABle\n\n0000000=0D\n"
+	test("quoted-printable =0D before LF", none, in, nil, same(t, in))
 	in = "Content-Type: text/plain\nContent-Transfer-Encoding: quoted-printable\n\n" + strings.Repeat("a", 1200) + "\n"
 	test("quoted-printable line over 998", none, in, nil, contains(strings.Repeat("a", 75)+"=\r\n"))
 
@@ -341,6 +344,7 @@ Content-Transfer-Encoding: 8bit
 	test("multipart without boundary", none, "Content-Type: multipart/mixed\n\n--x\n\ny\n--x--\n", ErrMIME, nil)
 	test("multipart missing close delimiter", none, "Content-Type: multipart/mixed; boundary=x\n\n--x\n\ny\n", ErrMIME, nil)
 	test("multipart ending after a delimiter", none, "Content-Type: multipart/mixed; boundary=x\n\n--x", ErrMIME, nil)
+	test("multipart with no body part", none, "Content-Type: multipart/mixed; boundary=x\n\n--x--\n--x\n\ny\n--x--\n", ErrMIME, nil)
 	test("multipart without any delimiter", none, "Content-Type: multipart/mixed; boundary=x\n\nno parts\n", ErrMIME, nil)
 	test("boundary too long", none, "Content-Type: multipart/mixed; boundary="+strings.Repeat("b", 71)+"\n\n--x\n", ErrMIME, nil)
 	test("empty boundary", none, "Content-Type: multipart/mixed; boundary=\"\"\n\n--\n\nx\n----\n", ErrMIME, nil)

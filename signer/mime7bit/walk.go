@@ -442,8 +442,12 @@ func (c *walker) multipart(b []byte, h *header, body []byte, media string, param
 	if !found {
 		return c.errorf("%s: no delimiter line %q", media, clip(dash))
 	}
-	// A close delimiter with no body part before it is let through: RFC
-	// 2046 5.1.1 asks for at least one part, but no content is lost.
+	if d.close {
+		// RFC 2046 5.1.1: at least one body part. Readers disagree on
+		// what follows such a close delimiter (Go's mime/multipart reads
+		// on), so refuse rather than guess.
+		return c.errorf("%s: close delimiter before the first body part", media)
+	}
 	c.writeHeader(b, h, cte)
 	if d.at > 0 {
 		pre := body[:d.eol]
