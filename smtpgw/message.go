@@ -44,6 +44,9 @@ func (c *checker) Write(p []byte) (int, error) {
 			if !c.headerDone && c.lineLen == 0 {
 				// RFC 5322 2.1: the empty line ends the header section.
 				c.headerDone, c.headerLen = true, c.n+int64(i)+1
+				if c.headerLen > c.maxHeader {
+					c.err = ErrHeaderTooBig
+				}
 			}
 			c.lineLen = 0
 		case b != '\r':

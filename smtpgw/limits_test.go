@@ -1,0 +1,302 @@
+package smtpgw
+
+import (
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestSmuggling: bare LF and <LF>.<LF> variants are refused as one
+// message; the commands hidden after them are never executed and the
+// upstream sees no message at all.
+func TestSmuggling(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	c := e.dial()
+	c.expect(250, "EHLO client.example.go.jp")
+	hidden := "MAIL FROM:<taro@mhlw.go.jp>\r\nRCPT TO:<victim@example.com>\r\nDATA\r\nFrom: taro@mhlw.go.jp\r\n\r\nsmuggled\r\n"
+	for _, end := range []string{"\n.\n", "\r\n.\n", "\n.\r\n", "\r.\r\n", "\n..\n"} {
+		base := e.up.Transactions()
+		c.expect(250, "MAIL FROM:<taro@mhlw.go.jp>")
+		c.expect(250, "RCPT TO:<citizen@example.com>")
+		raw := "From: taro@mhlw.go.jp\r\nTo: citizen@example.com\r\nSubject: s\r\n\r\nfirst" + end + hidden + ".\r\n"
+		code, text := c.data(raw)
+		if code != 554 || enhanced(text) != "5.6.0" {
+			t.Fatalf("%q: %d %s, want 554 5.6.0", end, code, text)
+		}
+		// In sync: the next reply is to our NOOP, not to a hidden command.
+		if code, text := c.cmd("NOOP"); code != 250 || !strings.Contains(text, "nothing") {
+			t.Fatalf("%q: after the refusal: %d %s", end, code, text)
+		}
+		if n := e.up.Transactions() - base; n != 1 {
+			t.Fatalf("%q: %d upstream transactions, want 1", end, n)
+		}
+		if n := len(e.up.Messages()); n != 0 {
+			t.Fatalf("%q: upstream stored %d messages", end, n)
+		}
+	}
+
+	// "<CRLF>.<CR>X": go-smtp itself removes the dot and the CR (it is
+	// its dot-unstuffing), so what reaches the gateway is one message
+	// whose body holds the would-be commands as text: normalised, one
+	// message, no second transaction.
+	base := e.up.Transactions()
+	c.expect(250, "MAIL FROM:<taro@mhlw.go.jp>")
+	c.expect(250, "RCPT TO:<citizen@example.com>")
+	if code, text := c.data("From: taro@mhlw.go.jp\r\nTo: citizen@example.com\r\nSubject: s\r\n\r\nfirst\r\n.\r" + hidden + ".\r\n"); code != 250 {
+		t.Fatalf("<CRLF>.<CR>: %d %s", code, text)
+	}
+	c.expect(250, "NOOP")
+	if m := e.up.Messages(); len(m) != 1 || e.up.Transactions()-base != 1 || !strings.Contains(string(m[0].Data), "RCPT TO:<victim@example.com>") {
+		t.Fatalf("<CRLF>.<CR>: %d messages, %d transactions", len(m), e.up.Transactions()-base)
+	}
+	// A message with only bare LF line ends is refused too.
+	c.expect(250, "MAIL FROM:<taro@mhlw.go.jp>")
+	c.expect(250, "RCPT TO:<citizen@example.com>")
+	if code, _ := c.data("From: taro@mhlw.go.jp\nSubject: s\n\nbody\n\r\n.\r\n"); code != 554 {
+		t.Fatalf("bare LF message: %d", code)
+	}
+	// BDAT (CHUNKING) is held to the same rule.
+	c.expect(250, "MAIL FROM:<taro@mhlw.go.jp>")
+	c.expect(250, "RCPT TO:<citizen@example.com>")
+	chunk := "From: taro@mhlw.go.jp\r\nSubject: s\r\n\r\nbody\n.\n" + hidden
+	fmt.Fprintf(c.conn, "BDAT %d LAST\r\n%s", len(chunk), chunk)
+	if code, text := c.read(); code != 554 {
+		t.Fatalf("BDAT with bare LF: %d %s", code, text)
+	}
+	if n := len(e.up.Messages()); n != 1 {
+		t.Fatalf("upstream stored %d messages", n)
+	}
+	// And a clean message still goes through on the same connection.
+	if code, text := c.send("taro@mhlw.go.jp", []string{"citizen@example.com"}, message("taro@mhlw.go.jp")); code != 250 {
+		t.Fatalf("clean message: %d %s", code, text)
+	}
+}
+
+func TestBDAT(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	c := e.dial()
+	c.expect(250, "EHLO client.example.go.jp")
+	c.expect(250, "MAIL FROM:<taro@mhlw.go.jp>")
+	c.expect(250, "RCPT TO:<citizen@example.com>")
+	msg := message("taro@mhlw.go.jp")
+	half := len(msg) / 2
+	fmt.Fprintf(c.conn, "BDAT %d\r\n%s", half, msg[:half])
+	if code, text := c.read(); code != 250 {
+		t.Fatalf("BDAT: %d %s", code, text)
+	}
+	fmt.Fprintf(c.conn, "BDAT %d LAST\r\n%s", len(msg)-half, msg[half:])
+	if code, text := c.read(); code != 250 || !strings.Contains(text, "id=") {
+		t.Fatalf("BDAT LAST: %d %s", code, text)
+	}
+	if m := e.up.Messages(); len(m) != 1 {
+		t.Fatalf("upstream has %d messages", len(m))
+	} else {
+		e.verifyDKIM(m[0].Data)
+	}
+}
+
+func TestLimits(t *testing.T) {
+	t.Parallel()
+	t.Run("size", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, func(o *Options) { o.Limits.MaxMessageBytes = 4096 })
+		c := e.dial()
+		c.expect(250, "EHLO client.example.go.jp")
+		if code, text := c.cmd("MAIL FROM:<taro@mhlw.go.jp> SIZE=5000"); code != 552 || enhanced(text) != "5.3.4" {
+			t.Fatalf("MAIL SIZE=5000: %d %s", code, text)
+		}
+		big := message("taro@mhlw.go.jp", "X-Pad: "+strings.Repeat("x", 500)) + strings.Repeat(strings.Repeat("y", 70)+"\r\n", 60)
+		if code, text := c.send("taro@mhlw.go.jp", []string{"citizen@example.com"}, big); code != 552 || enhanced(text) != "5.3.4" {
+			t.Fatalf("big DATA: %d %s", code, text)
+		}
+		c.expect(250, "NOOP")
+		if code, text := c.send("taro@mhlw.go.jp", []string{"citizen@example.com"}, message("taro@mhlw.go.jp")); code != 250 {
+			t.Fatalf("small message after: %d %s", code, text)
+		}
+		if n := len(e.up.Messages()); n != 1 {
+			t.Fatalf("upstream has %d messages", n)
+		}
+	})
+	t.Run("recipients", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, func(o *Options) { o.Limits.MaxRecipients = 3 })
+		c := e.dial()
+		c.expect(250, "EHLO client.example.go.jp")
+		c.expect(250, "MAIL FROM:<taro@mhlw.go.jp>")
+		for i := 0; i < 3; i++ {
+			c.expect(250, "RCPT TO:<r%d@example.com>", i)
+		}
+		if code, text := c.cmd("RCPT TO:<r3@example.com>"); code != 452 || enhanced(text) != "4.5.3" {
+			t.Fatalf("4th recipient: %d %s", code, text)
+		}
+		if code, text := c.data(dotStuff(message("taro@mhlw.go.jp")) + ".\r\n"); code != 250 {
+			t.Fatalf("DATA: %d %s", code, text)
+		}
+		if m := e.up.Messages(); len(m) != 1 || len(m[0].To) != 3 {
+			t.Fatalf("upstream got %+v", m)
+		}
+	})
+	t.Run("sessions", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, func(o *Options) { o.Limits.MaxSessions = 2 })
+		a, b := e.dial(), e.dial()
+		conn, err := net.Dial("tcp", e.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		line := make([]byte, 200)
+		n, _ := conn.Read(line)
+		if !strings.HasPrefix(string(line[:n]), "421 4.7.0") {
+			t.Fatalf("third session got %q", line[:n])
+		}
+		// The two sessions are unaffected, and closing one frees a slot.
+		a.expect(250, "EHLO a.example.go.jp")
+		b.expect(250, "EHLO b.example.go.jp")
+		a.cmd("QUIT")
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			conn, err := net.Dial("tcp", e.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			conn.SetDeadline(time.Now().Add(5 * time.Second))
+			n, _ := conn.Read(line)
+			conn.Close()
+			if strings.HasPrefix(string(line[:n]), "220 ") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no slot after QUIT: %q", line[:n])
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
+	t.Run("commands without mail", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, func(o *Options) { o.Limits.MaxCommandsWithoutMail = 5 })
+		c := e.dial()
+		c.expect(250, "EHLO client.example.go.jp") // 1
+		// A successful MAIL resets the count.
+		c.expect(250, "MAIL FROM:<taro@mhlw.go.jp>")
+		c.expect(250, "RSET")
+		for i := 0; i < 5; i++ {
+			c.expect(250, "RSET")
+		}
+		if code, text := c.cmd("RSET"); code != 421 || enhanced(text) != "4.7.0" {
+			t.Fatalf("6th command without MAIL: %d %s", code, text)
+		}
+		if code, _ := c.cmd("NOOP"); code != 0 {
+			t.Fatalf("connection still open: %d", code)
+		}
+		// Refused MAIL commands count too.
+		c = e.dial()
+		c.expect(250, "EHLO client.example.go.jp")
+		for i := 0; i < 4; i++ {
+			c.expect(550, "MAIL FROM:<a@example.com>")
+		}
+		if code, _ := c.cmd("MAIL FROM:<a@example.com>"); code != 421 {
+			t.Fatalf("5th refused MAIL: %d", code)
+		}
+	})
+	t.Run("header size", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, func(o *Options) { o.Limits.MaxHeaderBytes = 1024 })
+		c := e.dial()
+		c.expect(250, "EHLO client.example.go.jp")
+		var extra []string
+		for i := 0; i < 20; i++ {
+			extra = append(extra, fmt.Sprintf("X-Filler-%d: %s", i, strings.Repeat("h", 60)))
+		}
+		if code, text := c.send("taro@mhlw.go.jp", []string{"citizen@example.com"}, message("taro@mhlw.go.jp", extra...)); code != 552 || enhanced(text) != "5.3.4" {
+			t.Fatalf("big header: %d %s", code, text)
+		}
+		// A big body with a small header is fine.
+		if code, text := c.send("taro@mhlw.go.jp", []string{"citizen@example.com"}, message("taro@mhlw.go.jp")+strings.Repeat("body line\r\n", 300)); code != 250 {
+			t.Fatalf("big body: %d %s", code, text)
+		}
+		if n := len(e.up.Messages()); n != 1 {
+			t.Fatalf("upstream has %d messages", n)
+		}
+	})
+	t.Run("line length", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, func(o *Options) { o.Limits.MaxLineLength = 200 })
+		c := e.dial()
+		c.expect(250, "EHLO client.example.go.jp")
+		long := message("taro@mhlw.go.jp") + strings.Repeat("z", 300) + "\r\n"
+		if code, text := c.send("taro@mhlw.go.jp", []string{"citizen@example.com"}, long); code/100 != 5 {
+			t.Fatalf("long line: %d %s", code, text)
+		}
+		// Through BDAT, where go-smtp does not count lines.
+		c = e.dial()
+		c.expect(250, "EHLO client.example.go.jp")
+		c.expect(250, "MAIL FROM:<taro@mhlw.go.jp>")
+		c.expect(250, "RCPT TO:<citizen@example.com>")
+		// go-smtp may see the long line while reading the command (500,
+		// connection closed) or hand it to us (554 5.6.0): 5xx either way.
+		fmt.Fprintf(c.conn, "BDAT %d LAST\r\n%s", len(long), long)
+		if code, text := c.read(); code/100 != 5 {
+			t.Fatalf("long line in BDAT: %d %s", code, text)
+		}
+		if n := len(e.up.Messages()); n != 0 {
+			t.Fatalf("upstream has %d messages", n)
+		}
+	})
+	t.Run("read timeout", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, func(o *Options) { o.Limits.ReadTimeout = 300 * time.Millisecond })
+		c := e.dial()
+		c.expect(250, "EHLO client.example.go.jp")
+		if code, text := c.read(); code != 421 {
+			t.Fatalf("idle client: %d %s", code, text)
+		}
+		// Stalling in the middle of DATA: nothing goes upstream.
+		c = e.dial()
+		c.expect(250, "EHLO client.example.go.jp")
+		c.expect(250, "MAIL FROM:<taro@mhlw.go.jp>")
+		c.expect(250, "RCPT TO:<citizen@example.com>")
+		c.expect(354, "DATA")
+		fmt.Fprintf(c.conn, "From: taro@mhlw.go.jp\r\n")
+		if code, _ := c.read(); code/100 != 4 {
+			t.Fatalf("stalled DATA: %d", code)
+		}
+		if n := len(e.up.Messages()); n != 0 {
+			t.Fatalf("upstream has %d messages", n)
+		}
+	})
+	t.Run("rate", func(t *testing.T) {
+		t.Parallel()
+		var mu sync.Mutex
+		now := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
+		e := newEnv(t, func(o *Options) {
+			o.Limits.MessagesPerMinute, o.Limits.RateBurst = 2, 2
+			o.Now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+		})
+		c := e.dial()
+		c.expect(250, "EHLO client.example.go.jp")
+		for i := 0; i < 2; i++ {
+			if code, text := c.send("taro@mhlw.go.jp", []string{"citizen@example.com"}, message("taro@mhlw.go.jp")); code != 250 {
+				t.Fatalf("message %d: %d %s", i, code, text)
+			}
+		}
+		if code, text := c.cmd("MAIL FROM:<taro@mhlw.go.jp>"); code != 451 || enhanced(text) != "4.7.1" {
+			t.Fatalf("over the rate: %d %s", code, text)
+		}
+		mu.Lock()
+		now = now.Add(31 * time.Second)
+		mu.Unlock()
+		if code, text := c.send("taro@mhlw.go.jp", []string{"citizen@example.com"}, message("taro@mhlw.go.jp")); code != 250 {
+			t.Fatalf("after 31s: %d %s", code, text)
+		}
+		if n := len(e.up.Messages()); n != 3 {
+			t.Fatalf("upstream has %d messages", n)
+		}
+	})
+}
