@@ -253,6 +253,9 @@ func LoadPKCS12(path, password string) (crypto.Signer, *x509.Certificate, []*x50
 // ParsePKCS12 decodes a PKCS#12 bundle held in memory (see LoadPKCS12). The
 // key must match the certificate.
 func ParsePKCS12(data []byte, password string) (crypto.Signer, *x509.Certificate, []*x509.Certificate, error) {
+	if err := checkPKCS12Iterations(data); err != nil {
+		return nil, nil, nil, err
+	}
 	k, c, cas, err := pkcs12.DecodeChain(data, password)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("pkcs12: %w", err)

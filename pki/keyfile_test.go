@@ -1,6 +1,7 @@
 package pki_test
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -15,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"software.sslmate.com/src/go-pkcs12"
 
@@ -184,6 +186,40 @@ func TestLoadPKCS12(t *testing.T) {
 	}
 }
 
+// TestPKCS12IterationBound: a bundle stating an absurd KDF iteration count
+// is refused at once instead of stalling the scan; ordinary ones pass.
+func TestPKCS12IterationBound(t *testing.T) {
+	t.Parallel()
+	ca := pkitest.New(t)
+	id := ca.Identity(t, "it@example.go.jp", pkitest.WithKeyType(pkitest.ECDSAP256))
+	for _, enc := range []*pkcs12.Encoder{pkcs12.Modern2023, pkcs12.Modern2026, pkcs12.LegacyDES, pkcs12.Modern2023.WithIterations(100000)} {
+		pfx, err := enc.Encode(id.Signer, id.Certificate, id.Chain, "pw")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, _, err := pki.ParsePKCS12(pfx, "pw"); err != nil {
+			t.Fatalf("ordinary bundle refused: %v", err)
+		}
+	}
+	// Encoding 2^23 iterations would itself take minutes: encode 65536
+	// (INTEGER 02 03 01 00 00) and patch every count to 8388607.
+	pfx, err := pkcs12.Modern2023.WithIterations(1<<16).Encode(id.Signer, id.Certificate, id.Chain, "pw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := bytes.Count(pfx, []byte{2, 3, 1, 0, 0}); n < 3 {
+		t.Fatalf("found %d iteration counts to patch", n)
+	}
+	pfx = bytes.ReplaceAll(pfx, []byte{2, 3, 1, 0, 0}, []byte{2, 3, 0x7f, 0xff, 0xff})
+	start := time.Now()
+	if _, _, _, err := pki.ParsePKCS12(pfx, "pw"); err == nil || !strings.Contains(err.Error(), "kdf iteration count above") {
+		t.Fatalf("2^24 iterations: %v", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("refusal took %v", d)
+	}
+}
+
 func FuzzParseSigner(f *testing.F) {
 	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	der, _ := x509.MarshalPKCS8PrivateKey(k)
@@ -212,6 +248,8 @@ func FuzzParseSigner(f *testing.F) {
 }
 
 func FuzzParsePKCS12(f *testing.F) {
+	// Keep each input cheap: the production bound allows KDFs of a second.
+	f.Cleanup(pki.SetMaxKDFIterations(4096))
 	ca := pkitest.New(f)
 	id := ca.Identity(f, "fz@example.go.jp", pkitest.WithKeyType(pkitest.ECDSAP256))
 	pfx, _ := pkcs12.Modern.WithIterations(1).Encode(id.Signer, id.Certificate, id.Chain, "")

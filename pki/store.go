@@ -462,6 +462,9 @@ func scanFile(path, password string) (*scanned, error) {
 		}
 		return out, nil
 	}
+	if err := checkPKCS12Iterations(data); err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrKeyFile, path, err)
+	}
 	k, c, cas, err := pkcs12.DecodeChain(data, password)
 	switch {
 	case errors.Is(err, pkcs12.ErrIncorrectPassword):
