@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 )
 
@@ -23,6 +24,19 @@ func (s stats) clean() bool { return !s.eight && !s.nul && !s.long }
 func scan(b []byte) (s stats) {
 	lineStart := 0
 	for i := 0; i < len(b); i++ {
+		// Fast path: skip 8 octets at a time while none is a control
+		// character up to CR or over 127 ("hasless" of Bit Twiddling
+		// Hacks: a byte under 0x0E sets its top bit in v-0x0E..).
+		for i+8 <= len(b) {
+			v := binary.LittleEndian.Uint64(b[i:])
+			if (v|(v-0x0E0E0E0E0E0E0E0E)&^v)&0x8080808080808080 != 0 {
+				break
+			}
+			i += 8
+		}
+		if i >= len(b) {
+			break
+		}
 		ch := b[i]
 		if ch > '\r' && ch < 0x80 {
 			continue
@@ -64,6 +78,15 @@ func scan(b []byte) (s stats) {
 		s.long = true
 	}
 	return s
+}
+
+// writeScanned writes content that scan found clean, with CRLF line ends.
+func writeScanned(w *bufio.Writer, b []byte, s stats) {
+	if !s.bare {
+		w.Write(b)
+		return
+	}
+	writeCanon(w, b)
 }
 
 // writeCanon writes b with every line end (CRLF, bare LF, bare CR) as CRLF,

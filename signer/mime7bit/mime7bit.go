@@ -11,9 +11,11 @@
 //
 // # What changes and what does not
 //
-//   - Line ends: CRLF, a bare LF and a bare CR all end a line, in header
-//     fields, in multipart structure and in line-oriented content (text,
-//     7bit and 8bit data, RFC 2045 2.7-2.8); each becomes CRLF. Content that
+//   - Line ends: CRLF, a bare LF and a bare CR all end a line, in
+//     multipart structure and in line-oriented content (text, 7bit and
+//     8bit data, RFC 2045 2.7-2.8); each becomes CRLF. In a header, a line
+//     ends at CRLF or LF; a bare CR there is an error, since readers
+//     disagree on whether it starts a new field. Content that
 //     is re-encoded as base64 is never split into lines: its octets,
 //     including any CR, LF and NUL, are encoded exactly.
 //   - Header fields are copied byte for byte (apart from line ends), except

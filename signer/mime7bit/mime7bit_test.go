@@ -359,6 +359,7 @@ Content-Transfer-Encoding: 8bit
 	test("invalid base64 on a long line", none, "Content-Type: image/png\nContent-Transfer-Encoding: base64\n\n"+strings.Repeat("!", 1000)+"\n", ErrMIME, nil)
 	test("message/partial with 8-bit", none, "Content-Type: message/partial; id=\"a@example.go.jp\"; number=1\n\nSubject: \xe9\n", ErrMIME, nil)
 	test("8-bit header", none, "Subject: \xe9\n\nx\n", ErrMIME, nil)
+	test("bare CR in header", none, "Subject: a\rX-Injected: b\n\nx\n", ErrMIME, nil)
 	test("NUL in header", none, "Subject: a\x00b\n\nx\n", ErrMIME, nil)
 	test("header line over 998", none, "Subject: "+strings.Repeat("s", 990)+"\n\nx\n", ErrMIME, nil)
 	test("continuation first", none, " folded\nSubject: x\n\nx\n", ErrMIME, nil)
@@ -495,4 +496,54 @@ func TestLargeAttachment(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkNormalized(t, &Normalizer{}, in, out.Bytes())
+}
+
+// naiveScan is scan without the fast path, line by line.
+func naiveScan(b []byte) (s stats) {
+	for i := 0; i < len(b); {
+		end, next := nextLine(b, i)
+		if end-i > maxLine {
+			s.long = true
+		}
+		for _, ch := range b[i:end] {
+			s.eight = s.eight || ch >= 0x80
+			s.nul = s.nul || ch == 0
+		}
+		if next == end+1 {
+			s.bare = true // LF alone or CR alone
+		}
+		i = next
+	}
+	return s
+}
+
+// TestScan compares scan, with its 8-octet fast path, to naiveScan.
+func TestScan(t *testing.T) {
+	t.Parallel()
+	r := rand.New(rand.NewPCG(5, 6))
+	alphabet := []byte("ab \t\r\n\x00\x0d\x0e\x0c\x7f\x80\xff-=")
+	for range 20000 {
+		n := r.IntN(40)
+		b := make([]byte, n)
+		for i := range b {
+			if r.IntN(4) == 0 {
+				b[i] = alphabet[r.IntN(len(alphabet))]
+			} else {
+				b[i] = 'x'
+			}
+		}
+		if r.IntN(50) == 0 {
+			b = append(b, bytes.Repeat([]byte("y"), 990+r.IntN(20))...)
+		}
+		got, want := scan(b), naiveScan(b)
+		if got.clean() != want.clean() || got.eight != want.eight && got.clean() {
+			t.Fatalf("scan(%q) = %+v, want %+v", b, got, want)
+		}
+		if got.clean() && got != want {
+			t.Fatalf("scan(%q) = %+v, want %+v", b, got, want)
+		}
+		if !got.clean() && (got.eight && !want.eight || got.nul && !want.nul || got.long && !want.long) {
+			t.Fatalf("scan(%q) = %+v, want %+v", b, got, want)
+		}
+	}
 }

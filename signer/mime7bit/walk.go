@@ -121,6 +121,11 @@ func (c *walker) parseHeader(b []byte, ec entityCtx) (header, error) {
 			h.fieldsEnd, h.bodyStart = i, next
 			break
 		}
+		if next == end+1 && b[end] == '\r' {
+			// RFC 5322 2.2: CR only in CRLF. Readers split such a line
+			// differently (a new field, or one value), so refuse it.
+			return h, c.errorf("bare CR in header")
+		}
 		line := b[i:end]
 		if len(line) > maxLine {
 			// RFC 5322 2.1.1: a header line cannot be refolded without
@@ -348,7 +353,7 @@ func (c *walker) leaf(b []byte, h *header, body []byte, text bool, enc encoding,
 		}
 		if !s.long {
 			c.writeHeader(b, h, "")
-			writeCanon(c.w, body)
+			writeScanned(c.w, body, s)
 			return nil
 		}
 		if ec.frozen {
@@ -365,7 +370,7 @@ func (c *walker) leaf(b []byte, h *header, body []byte, text bool, enc encoding,
 		s := scan(body)
 		if s.clean() {
 			c.writeHeader(b, h, "")
-			writeCanon(c.w, body)
+			writeScanned(c.w, body, s)
 			return nil
 		}
 		if ec.frozen {
@@ -389,7 +394,7 @@ func (c *walker) leaf(b []byte, h *header, body []byte, text bool, enc encoding,
 			cte = "7bit"
 		}
 		c.writeHeader(b, h, cte)
-		writeCanon(c.w, body)
+		writeScanned(c.w, body, s)
 		return nil
 	}
 	if ec.frozen {
