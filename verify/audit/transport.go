@@ -147,7 +147,7 @@ func (r *run) checkMTASTS() {
 	}
 	pol := &mtasts.Policy{Mode: mtasts.ModeEnforce, MX: hosts, MaxAge: 1209600}
 	polAdvice := "serve at https://mta-sts." + r.domain + "/.well-known/mta-sts.txt (text/plain, a valid certificate for mta-sts." +
-		r.domain + "):\n" + pol.String()
+		r.domain + "):\n" + strings.TrimSpace(strings.ReplaceAll(pol.String(), "\r\n", "\n"))
 
 	res, err := r.a.r.LookupTXT(r.ctx, name)
 	if err != nil {
