@@ -53,8 +53,8 @@ type StoreOptions struct {
 }
 
 // Store is an IdentitySource over a directory of certificates and keys,
-// indexed by the rfc822Name SANs inside the certificates (never by file
-// name). The local part of an address is matched exactly, the domain case
+// indexed by the rfc822Name and SmtpUTF8Mailbox (RFC 9598) SANs inside the
+// certificates (never by file name). The local part of an address is matched exactly, the domain case
 // folded (IDNA A-labels). Among the valid certificates of an address the one
 // expiring last is chosen; an expired or not-yet-valid certificate (leaf or
 // chain, judged by Now at each call) never is.
@@ -242,7 +242,7 @@ func (s *Store) add(id *Identity) {
 		idx.byAddr[k] = v
 	}
 	e := newEntry(id, append([]*x509.Certificate{id.Certificate}, id.Chain...), "issued")
-	for _, a := range id.Certificate.EmailAddresses {
+	for _, a := range Mailboxes(id.Certificate) {
 		if k, err := addrKey(a); err == nil {
 			idx.byAddr[k] = append(slices.Clip(idx.byAddr[k]), e)
 		}
@@ -367,8 +367,9 @@ func (s *Store) scan() (*storeIndex, error) {
 				problem("no matching private key")
 				continue
 			}
-			if len(c.EmailAddresses) == 0 {
-				problem("no rfc822Name subjectAltName")
+			mailboxes := Mailboxes(c)
+			if len(mailboxes) == 0 {
+				problem("no rfc822Name or SmtpUTF8Mailbox subjectAltName")
 				continue
 			}
 			// RFC 8550 4.4.2: a signing certificate that has the key usage
@@ -402,10 +403,10 @@ func (s *Store) scan() (*storeIndex, error) {
 			// without the root.
 			id := &Identity{Certificate: c, Chain: slices.Clone(full[1 : len(full)-1]), Signer: key}
 			e := newEntry(id, full, f.path)
-			for _, a := range c.EmailAddresses {
+			for _, a := range mailboxes {
 				k, err := addrKey(a)
 				if err != nil {
-					problem("rfc822Name %q: %v", a, err)
+					problem("mailbox %q: %v", a, err)
 					continue
 				}
 				idx.byAddr[k] = append(idx.byAddr[k], e)

@@ -47,6 +47,9 @@ func TestStoreSources(t *testing.T) {
 	writeMode(t, filepath.Join(dir, "bundle-without-extension"), pfx, 0o600)
 	writeMode(t, filepath.Join(dir, "README"), []byte("certificates live here\n"), 0o644)
 
+	intl := ca.Identity(t, "info@example.go.jp", pkitest.NoEmailSAN(), pkitest.SmtpUTF8Mailbox("山田@Example.go.jp"), pkitest.WithKeyType(pkitest.ECDSAP256))
+	pkitest.WriteIdentity(t, dir, "intl", intl)
+
 	st := ca.Store(t, dir, pki.StoreOptions{PKCS12Password: "pw"})
 	test := func(addr string, want *pki.Identity, wantErr error) {
 		t.Helper()
@@ -75,8 +78,10 @@ func TestStoreSources(t *testing.T) {
 	test("combo@example.go.jp", combo, nil)
 	test("p12@example.go.jp", p12ID, nil)
 	test("nobody@example.go.jp", nil, pki.ErrNoCertificate)
+	test("山田@example.go.jp", intl, nil) // RFC 9598 SmtpUTF8Mailbox
+	test("info@example.go.jp", nil, pki.ErrNoCertificate)
 	test("not an address", nil, pki.ErrNoCertificate)
-	if got := strings.Join(st.Addresses(), " "); got != "Taro.Yamada@example.go.jp combo@example.go.jp info@sub.example.go.jp p12@example.go.jp" {
+	if got := strings.Join(st.Addresses(), " "); got != "Taro.Yamada@example.go.jp combo@example.go.jp info@sub.example.go.jp p12@example.go.jp 山田@example.go.jp" {
 		t.Fatalf("addresses %q", got)
 	}
 }
