@@ -162,8 +162,12 @@ func (c *walker) qpLine(line []byte) {
 	n := 0
 	for j := 0; j < len(line); j++ {
 		ch := line[j]
-		enc := false
-		if n == 0 || !qpPlain[ch] {
+		var enc bool
+		switch {
+		case n > 0 && qpPlain[ch]:
+		case ch >= 0x80:
+			enc = true
+		default:
 			enc = qpEncode(line, j, n == 0)
 		}
 		width := 1
@@ -284,20 +288,48 @@ func (c *walker) encodeBase64(b []byte, trailing bool) {
 	c.w.Write(buf[:n])
 }
 
-// decodeBase64 decodes base64 content, ignoring line ends and white space.
-func decodeBase64(body []byte) ([]byte, error) {
-	compact := make([]byte, 0, len(body))
+// b64Char holds the base64 alphabet and its pad (RFC 2045 6.8, table 1).
+var b64Char = func() (t [256]bool) {
+	for _, ch := range "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=" {
+		t[ch] = true
+	}
+	return t
+}()
+
+// rewrapBase64 writes base64 content again in lines of 76 characters, the
+// same characters in the same order (so the same octets decoded), without
+// decoding it. Anything but the alphabet and white space is an error.
+func (c *walker) rewrapBase64(body []byte, trailing bool) error {
 	for _, ch := range body {
-		switch ch {
-		case ' ', '\t', '\r', '\n':
-		default:
-			compact = append(compact, ch)
+		if !b64Char[ch] && ch != ' ' && ch != '\t' && ch != '\r' && ch != '\n' {
+			return errors.New("invalid base64")
 		}
 	}
-	out := make([]byte, base64.StdEncoding.DecodedLen(len(compact)))
-	n, err := base64.StdEncoding.Decode(out, compact)
-	if err != nil {
-		return nil, errors.New("invalid base64")
+	buf := c.b64Buf[:]
+	n, col := 0, 0
+	wrote := false
+	for _, ch := range body {
+		if !b64Char[ch] {
+			continue
+		}
+		if col == 76 {
+			buf[n], buf[n+1] = '\r', '\n'
+			n += 2
+			col = 0
+		}
+		buf[n] = ch
+		n++
+		col++
+		wrote = true
+		if n > len(buf)-4 {
+			c.w.Write(buf[:n])
+			n = 0
+		}
 	}
-	return out[:n], nil
+	if wrote && trailing {
+		buf[n], buf[n+1] = '\r', '\n'
+		n += 2
+	}
+	c.w.Write(buf[:n])
+	return nil
 }

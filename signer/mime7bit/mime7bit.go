@@ -39,9 +39,11 @@
 //     base64 parts are never re-encoded.
 //   - A quoted-printable part with raw 8-bit octets or over-long lines is
 //     decoded (leniently, as RFC 2045 6.7 suggests and Go's
-//     mime/quotedprintable does) and encoded again. A base64 part with
-//     over-long lines is decoded and encoded again; one with octets outside
-//     US-ASCII is an error.
+//     mime/quotedprintable does) and encoded again. A base64 part holding
+//     an octet over 127 or a NUL is an error; one with over-long lines is
+//     wrapped again at 76 characters, the same characters in the same
+//     order, and must then hold only the base64 alphabet and white space.
+//     A base64 part is otherwise not decoded, so not checked.
 //   - multipart/* is walked recursively (RFC 2046 5.1). The boundary, the
 //     delimiter lines and a 7-bit preamble and epilogue are kept. A preamble
 //     or epilogue that is not 7-bit clean is dropped: RFC 2046 5.1.1 says
@@ -82,6 +84,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync"
 )
 
 // ErrMIME: the entity is malformed (bad header syntax, a multipart without
@@ -157,23 +160,36 @@ func (n *Normalizer) Normalize(dst io.Writer, src io.Reader) error {
 // NormalizeBytes is Normalize for an entity already in memory. It does not
 // modify or retain msg.
 func (n *Normalizer) NormalizeBytes(dst io.Writer, msg []byte) error {
-	size := len(msg) + len(msg)/2
-	size = max(4096, min(size, 64<<10))
-	w := bufio.NewWriterSize(dst, size)
-	c := &walker{
-		w:         w,
-		maxDepth:  orDefault(n.MaxDepth, DefaultMaxDepth),
-		maxParts:  orDefault(n.MaxParts, DefaultMaxParts),
-		maxHeader: orDefault(n.MaxHeaderBytes, DefaultMaxHeaderBytes),
-		utf8Top:   n.AllowUTF8Header,
-	}
+	c := walkers.Get().(*walker)
+	defer c.release()
+	c.w.Reset(dst)
+	c.maxDepth = orDefault(n.MaxDepth, DefaultMaxDepth)
+	c.maxParts = orDefault(n.MaxParts, DefaultMaxParts)
+	c.maxHeader = orDefault(n.MaxHeaderBytes, DefaultMaxHeaderBytes)
+	c.utf8Top = n.AllowUTF8Header
 	if err := c.entity(msg, entityCtx{top: true}); err != nil {
 		return err
 	}
-	if err := w.Flush(); err != nil {
+	if err := c.w.Flush(); err != nil {
 		return fmt.Errorf("mime7bit: write: %w", err)
 	}
 	return nil
+}
+
+// walkers keeps walkers, with their output buffer, between calls: the
+// small-message case then allocates next to nothing.
+var walkers = sync.Pool{New: func() any {
+	return &walker{w: bufio.NewWriterSize(nil, 32<<10)}
+}}
+
+func (c *walker) release() {
+	c.w.Reset(nil)
+	c.parts = 0
+	c.path = c.path[:0]
+	if cap(c.lineBuf) > 64<<10 {
+		c.lineBuf = nil
+	}
+	walkers.Put(c)
 }
 
 func orDefault(v, d int) int {

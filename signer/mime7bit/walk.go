@@ -359,12 +359,10 @@ func (c *walker) leaf(b []byte, h *header, body []byte, text bool, enc encoding,
 		if ec.frozen {
 			return frozenErr("its base64 lines shortened")
 		}
-		raw, err := decodeBase64(body)
-		if err != nil {
+		c.writeHeader(b, h, "")
+		if err := c.rewrapBase64(body, !ec.inPart); err != nil {
 			return c.errorf("base64 part: %v", err)
 		}
-		c.writeHeader(b, h, "")
-		c.encodeBase64(raw, !ec.inPart)
 		return nil
 	case encQP:
 		s := scan(body)
