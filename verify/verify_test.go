@@ -3,9 +3,14 @@ package verify_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"math/big"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +24,7 @@ import (
 	"github.com/kakuin/kakuin/verify/internal/testsign"
 	"github.com/kakuin/kakuin/verify/lookup"
 	"github.com/kakuin/kakuin/verify/lookup/lookuptest"
+	"github.com/kakuin/kakuin/verify/revocation"
 )
 
 const (
@@ -336,4 +342,39 @@ func TestJSONAndAuthRes(t *testing.T) {
 	if methods["dkim"] != "pass" || methods["dmarc"] != "pass" || methods["smime"] != "pass" {
 		t.Fatalf("%q -> %v", ar, methods)
 	}
+}
+
+func TestRevoked(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	msg := e.seal(t, e.id, outer, testsign.Entity("x"))
+	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
+		Number: big.NewInt(1), ThisUpdate: time.Now().Add(-time.Hour), NextUpdate: time.Now().Add(time.Hour),
+		RevokedCertificateEntries: []x509.RevocationListEntry{{SerialNumber: e.id.Certificate.SerialNumber, RevocationTime: time.Now()}},
+	}, e.ca.Intermediate, e.ca.IntermediateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "crl.der")
+	if err := os.WriteFile(path, der, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rc, err := revocation.New(revocation.Options{CRLFiles: []string{path}, Offline: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := e.opts()
+	o.Revocation = rc
+	notVerified(t, e.check(t, msg, o), "revocation: the certificate was revoked")
+
+	// Offline without a file: genuine, and the report says revocation was
+	// not checked; with RequireRevocation it is not genuine.
+	off, _ := revocation.New(revocation.Options{Offline: true})
+	o.Revocation = off
+	rep := e.check(t, msg, o)
+	if c, _ := rep.Get(verify.CheckRevocation); !rep.Verdict.Genuine || c.Status != "none" || !strings.Contains(c.Reason, "offline") {
+		t.Fatalf("offline: %s", strings.Join(rep.Lines(), "\n"))
+	}
+	o.RequireRevocation = true
+	notVerified(t, e.check(t, msg, o), "revocation: offline")
 }
