@@ -6,7 +6,6 @@ import (
 	"crypto/rsa"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -33,7 +32,8 @@ var _ DKIMKeySource = (*DKIMKeyring)(nil)
 
 // LoadDKIMKeyring reads dir/DOMAIN/SELECTOR.key for every domain directory
 // in dir (the layout `kakuin pki init` makes, Layout.DKIMDir). Files not
-// ending in ".key" and names starting with "." are ignored. Key files obey
+// ending in ".key" and names starting with "." are ignored; symbolic links
+// to files and directories are followed (Kubernetes secret volumes). Key files obey
 // LoadSigner's rules (mode 0600). The keys are checked as NewDKIMKeyring
 // does.
 func LoadDKIMKeyring(dir string) (*DKIMKeyring, error) {
@@ -43,7 +43,7 @@ func LoadDKIMKeyring(dir string) (*DKIMKeyring, error) {
 	}
 	var keys []DKIMKey
 	for _, d := range domains {
-		if !d.IsDir() || strings.HasPrefix(d.Name(), ".") {
+		if strings.HasPrefix(d.Name(), ".") || !isDir(dir, d) {
 			continue
 		}
 		files, err := os.ReadDir(filepath.Join(dir, d.Name()))
@@ -52,7 +52,7 @@ func LoadDKIMKeyring(dir string) (*DKIMKeyring, error) {
 		}
 		for _, f := range files {
 			name := f.Name()
-			if strings.HasPrefix(name, ".") || !strings.HasSuffix(name, ".key") || f.Type()&fs.ModeType != 0 {
+			if strings.HasPrefix(name, ".") || !strings.HasSuffix(name, ".key") || !isFile(filepath.Join(dir, d.Name()), f) {
 				continue
 			}
 			k, err := LoadSigner(filepath.Join(dir, d.Name(), name))

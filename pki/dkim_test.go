@@ -129,3 +129,25 @@ func TestLoadDKIMKeyring(t *testing.T) {
 		t.Fatalf("ed25519 alone: %v", err)
 	}
 }
+
+func TestLoadDKIMKeyringSymlinks(t *testing.T) {
+	t.Parallel()
+	dir, store := t.TempDir(), t.TempDir()
+	keys := pkitest.DKIMKeys(t, "example.go.jp")
+	for _, k := range keys {
+		if err := pki.WriteKeyFile(filepath.Join(store, k.Selector+".key"), k.Signer); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The domain directory and its files are links.
+	if err := os.Symlink(store, filepath.Join(dir, "example.go.jp")); err != nil {
+		t.Fatal(err)
+	}
+	kr, err := pki.LoadDKIMKeyring(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := kr.DKIMKeys("example.go.jp"); err != nil || len(got) != 2 {
+		t.Fatalf("%d keys, %v", len(got), err)
+	}
+}

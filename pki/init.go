@@ -460,7 +460,7 @@ func loadDomainKeys(dir string) ([]DKIMKey, error) {
 	var keys []DKIMKey
 	for _, f := range files {
 		name := f.Name()
-		if strings.HasPrefix(name, ".") || !strings.HasSuffix(name, ".key") || !f.Type().IsRegular() {
+		if strings.HasPrefix(name, ".") || !strings.HasSuffix(name, ".key") || !isFile(dir, f) {
 			continue
 		}
 		k, err := LoadSigner(filepath.Join(dir, name))

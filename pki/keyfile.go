@@ -352,3 +352,28 @@ func certPEM(certs ...*x509.Certificate) []byte {
 	}
 	return b.Bytes()
 }
+
+// isFile reports whether the directory entry is a regular file or a
+// symbolic link to one (Kubernetes mounts secrets as symbolic links).
+func isFile(dir string, d fs.DirEntry) bool {
+	if d.Type().IsRegular() {
+		return true
+	}
+	if d.Type()&fs.ModeSymlink == 0 {
+		return false
+	}
+	st, err := os.Stat(filepath.Join(dir, d.Name()))
+	return err == nil && st.Mode().IsRegular()
+}
+
+// isDir is isFile for directories.
+func isDir(dir string, d fs.DirEntry) bool {
+	if d.IsDir() {
+		return true
+	}
+	if d.Type()&fs.ModeSymlink == 0 {
+		return false
+	}
+	st, err := os.Stat(filepath.Join(dir, d.Name()))
+	return err == nil && st.IsDir()
+}

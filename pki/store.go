@@ -31,7 +31,8 @@ var ErrStore = errors.New("pki: certificate store")
 type StoreOptions struct {
 	// Dir is scanned, with its subdirectories, for PEM files holding
 	// certificates and private keys (in any combination and under any file
-	// names) and for PKCS#12 bundles. Names starting with "." are skipped.
+	// names) and for PKCS#12 bundles. Names starting with "." are skipped;
+	// symbolic links to files are followed, to directories not.
 	// Required.
 	Dir string
 	// Roots are the trust anchors: a sender certificate is used only if it
@@ -300,17 +301,25 @@ type scanned struct {
 
 func (s *Store) scan() (*storeIndex, error) {
 	var files []scanned
-	err := filepath.WalkDir(s.opts.Dir, func(path string, d fs.DirEntry, err error) error {
+	// The directory itself may be a link (WalkDir would not enter it).
+	root, err := filepath.EvalSymlinks(s.opts.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrStore, err)
+	}
+	err = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		if strings.HasPrefix(d.Name(), ".") && path != s.opts.Dir {
+		if strings.HasPrefix(d.Name(), ".") && path != root {
 			if d.IsDir() {
 				return filepath.SkipDir
 			}
 			return nil
 		}
-		if !d.Type().IsRegular() {
+		// Symbolic links to files are followed (Kubernetes mounts secrets
+		// as links into a hidden ..data directory); links to directories
+		// are not, so a scan cannot loop.
+		if !isFile(filepath.Dir(path), d) {
 			return nil
 		}
 		f, err := scanFile(path, s.opts.PKCS12Password)

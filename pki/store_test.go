@@ -250,3 +250,43 @@ func TestStoreConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestStoreSymlinks: a Kubernetes secret volume, whose visible files are
+// symbolic links into a hidden ..data directory, is scanned; the key's
+// mode is judged on the file the link points to.
+func TestStoreSymlinks(t *testing.T) {
+	t.Parallel()
+	ca := pkitest.New(t)
+	dir := t.TempDir()
+	data := filepath.Join(dir, "..2026_11_26")
+	if err := os.Mkdir(data, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	_, key := pkitest.WriteIdentity(t, data, "sender", ca.Identity(t, "k8s@example.go.jp", pkitest.WithKeyType(pkitest.ECDSAP256)))
+	if err := os.Symlink(filepath.Base(data), filepath.Join(dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"sender.pem", "sender.key"} {
+		if err := os.Symlink(filepath.Join("..data", n), filepath.Join(dir, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := ca.Store(t, dir, pki.StoreOptions{})
+	if _, err := st.Identity(t.Context(), "k8s@example.go.jp"); err != nil {
+		t.Fatal(err)
+	}
+	// The store directory itself may be a link.
+	link := filepath.Join(t.TempDir(), "certs")
+	if err := os.Symlink(dir, link); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ca.Store(t, link, pki.StoreOptions{}).Identity(t.Context(), "k8s@example.go.jp"); err != nil {
+		t.Fatalf("linked directory: %v", err)
+	}
+	if err := os.Chmod(key, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Reload(); !errors.Is(err, pki.ErrKeyPermissions) {
+		t.Fatalf("linked 0644 key: %v", err)
+	}
+}
