@@ -182,7 +182,7 @@ func (s *Signer) Sign(ctx context.Context, dst io.Writer, src io.Reader) (Result
 	}
 
 	// DKIM over the final bytes (RFC 6376, RFC 8463).
-	sigs, err := dkimsign.Sign(message(), keys)
+	sigs, err := dkimsign.Sign(message(), keys, dkimsign.Options{Now: s.opts.Now, Rand: s.opts.Rand})
 	if err != nil {
 		return res, fmt.Errorf("%w: %w", ErrKey, err)
 	}

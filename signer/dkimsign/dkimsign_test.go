@@ -4,11 +4,18 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/rsa"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/emersion/go-msgauth/dkim"
 
@@ -31,7 +38,7 @@ const message = "From: =?UTF-8?B?5Y6a55Sf5Yq05YON55yB?= <info@example.go.jp>\r\n
 	"\r\n\r\n"
 
 // lookup serves the DKIM records of keys to go-msgauth.
-func lookup(t *testing.T, keys []pki.DKIMKey) *dkim.VerifyOptions {
+func lookup(t testing.TB, keys []pki.DKIMKey) *dkim.VerifyOptions {
 	records := pkitest.DKIMRecords(t, keys)
 	return &dkim.VerifyOptions{LookupTXT: func(name string) ([]string, error) {
 		if r, ok := records[strings.TrimSuffix(name, ".")]; ok {
@@ -57,7 +64,7 @@ func verify(t *testing.T, msg string, opts *dkim.VerifyOptions) []error {
 
 func signed(t *testing.T, msg string, keys []pki.DKIMKey) (string, []Signature) {
 	t.Helper()
-	sigs, err := Sign(strings.NewReader(msg), keys)
+	sigs, err := Sign(strings.NewReader(msg), keys, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +195,7 @@ func TestKeys(t *testing.T) {
 	_, ed2, _ := ed25519.GenerateKey(rand.Reader)
 	test := func(name string, keys []pki.DKIMKey, want error) {
 		t.Helper()
-		_, err := Sign(strings.NewReader(message), keys)
+		_, err := Sign(strings.NewReader(message), keys, Options{})
 		if !errors.Is(err, want) {
 			t.Errorf("%s: %v, want %v", name, err, want)
 		}
@@ -199,10 +206,133 @@ func TestKeys(t *testing.T) {
 	test("no selector", []pki.DKIMKey{{Domain: "example.go.jp", Signer: rsaKey.Signer}}, ErrKey)
 	test("rsa alone", []pki.DKIMKey{rsaKey}, nil)
 	test("rotation: two of each", []pki.DKIMKey{rsaKey, edKey, {Domain: "example.go.jp", Selector: "new", Signer: ed2}}, nil)
-	if _, err := Sign(strings.NewReader("Subject: x\r\n\r\n"), keys); !errors.Is(err, ErrMessage) {
+	if _, err := Sign(strings.NewReader("Subject: x\r\n\r\n"), keys, Options{}); !errors.Is(err, ErrMessage) {
 		t.Errorf("no From: %v", err)
 	}
-	if _, err := Sign(strings.NewReader(" bad\r\n\r\n"), keys); !errors.Is(err, ErrMessage) {
+	if _, err := Sign(strings.NewReader(" bad\r\n\r\n"), keys, Options{}); !errors.Is(err, ErrMessage) {
 		t.Errorf("bad header: %v", err)
+	}
+}
+
+// msgauthBodyHash signs msg with go-msgauth (Ed25519, relaxed/relaxed)
+// and returns its bh=: the reference for relaxed body canonicalisation.
+func msgauthBodyHash(t testing.TB, msg string, key pki.DKIMKey) string {
+	t.Helper()
+	s, err := dkim.NewSigner(&dkim.SignOptions{Domain: key.Domain, Selector: key.Selector, Signer: key.Signer,
+		HeaderCanonicalization: dkim.CanonicalizationRelaxed, BodyCanonicalization: dkim.CanonicalizationRelaxed,
+		HeaderKeys: []string{"From"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(s, msg)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return tags(s.Signature())["bh"]
+}
+
+func TestBodyHashMatchesMsgauth(t *testing.T) {
+	t.Parallel()
+	keys := pkitest.DKIMKeys(t, "example.go.jp")
+	for _, body := range []string{
+		"", "\r\n", "\r\n\r\n", "x", "x\r\n", "a  b\t\tc \r\n\r\n \r\nd\t\r\n\r\n\r\n",
+		" leading\r\n\ttab\r\n", "   \r\n  \r\n", strings.Repeat("long line ", 2000) + "\r\n",
+	} {
+		msg := "From: a@example.go.jp\r\n\r\n" + body
+		sigs, err := Sign(strings.NewReader(msg), keys, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := tags(sigs[0].Field)["bh"], msgauthBodyHash(t, msg, keys[1]); got != want {
+			t.Errorf("body %q: bh=%s, go-msgauth %s", body, got, want)
+		}
+	}
+}
+
+func TestRelaxedHeader(t *testing.T) {
+	t.Parallel()
+	for raw, want := range map[string]string{
+		"Subject:  a   b \t\r\n":                   "subject:a b\r\n",
+		"SUBJECT \t: x\r\n\t y\r\n":                "subject:x y\r\n",
+		"To: a@example.com,\r\n b@example.com\r\n": "to:a@example.com, b@example.com\r\n",
+		"X-Empty:\r\n":                             "x-empty:\r\n",
+	} {
+		if got := relaxedHeader(raw); got != want {
+			t.Errorf("relaxedHeader(%q) = %q, want %q", raw, got, want)
+		}
+	}
+}
+
+func TestBareLineEndsRefused(t *testing.T) {
+	t.Parallel()
+	keys := pkitest.DKIMKeys(t, "example.go.jp")
+	for _, body := range []string{"a\nb\r\n", "a\rb\r\n", "a\r"} {
+		if _, err := Sign(strings.NewReader("From: a@example.go.jp\r\n\r\n"+body), keys, Options{}); !errors.Is(err, ErrMessage) {
+			t.Errorf("body %q: %v", body, err)
+		}
+	}
+}
+
+func TestTimestamp(t *testing.T) {
+	t.Parallel()
+	keys := pkitest.DKIMKeys(t, "example.go.jp")
+	now := time.Date(2026, 11, 26, 9, 0, 0, 0, time.UTC)
+	sigs, err := Sign(strings.NewReader(message), keys, Options{Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range sigs {
+		if got := tags(s.Field)["t"]; got != strconv.FormatInt(now.Unix(), 10) {
+			t.Errorf("t=%s", got)
+		}
+		for _, line := range strings.Split(s.Field, "\r\n") {
+			if len(line) > 78 {
+				t.Errorf("line of %d characters: %q", len(line), line)
+			}
+		}
+	}
+}
+
+// TestDkimpy verifies both signatures with dkimpy (Debian python3-dkim),
+// an independent implementation, and checks that it fails a changed body.
+func TestDkimpy(t *testing.T) {
+	t.Parallel()
+	python := os.Getenv("KAKUIN_TEST_PYTHON")
+	if python == "" {
+		python = "/usr/bin/python3"
+	}
+	if err := exec.Command(python, "-c", "import dkim").Run(); err != nil {
+		t.Fatalf("%s cannot import dkim (make deps installs python3-dkim): %v", python, err)
+	}
+	keys := pkitest.DKIMKeys(t, "example.go.jp")
+	out, _ := signed(t, message, keys)
+	dir := t.TempDir()
+	records, _ := json.Marshal(pkitest.DKIMRecords(t, keys))
+	os.WriteFile(filepath.Join(dir, "records.json"), records, 0o644)
+	os.WriteFile(filepath.Join(dir, "good.eml"), []byte(out), 0o644)
+	os.WriteFile(filepath.Join(dir, "bad.eml"), []byte(strings.Replace(out, "Hello", "Hallo", 1)), 0o644)
+	const script = `
+import dkim, json, sys
+recs = json.load(open(sys.argv[1]))
+def dnsfunc(name, timeout=5):
+    return recs.get(name.decode().rstrip('.'), '').encode()
+for path in sys.argv[2:]:
+    msg = open(path, 'rb').read()
+    d = dkim.DKIM(msg)
+    res = []
+    for i in (0, 1):
+        try:
+            res.append(d.verify(idx=i, dnsfunc=dnsfunc))
+        except dkim.ValidationError:
+            res.append(False)
+    print(path.rsplit('/', 1)[1], *res)
+`
+	o, err := exec.Command(python, "-c", script, filepath.Join(dir, "records.json"),
+		filepath.Join(dir, "good.eml"), filepath.Join(dir, "bad.eml")).CombinedOutput()
+	if err != nil {
+		t.Fatalf("dkimpy: %v\n%s", err, o)
+	}
+	if got := string(o); got != "good.eml True True\nbad.eml False False\n" {
+		t.Errorf("dkimpy:\n%s", got)
 	}
 }
