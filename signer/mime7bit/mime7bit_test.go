@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -546,4 +547,32 @@ func TestScan(t *testing.T) {
 			t.Fatalf("scan(%q) = %+v, want %+v", b, got, want)
 		}
 	}
+}
+
+// TestMemory: normalising holds no copy of the input. Not parallel, so that
+// no other test allocates while it measures.
+func TestMemory(t *testing.T) {
+	att := randomBytes(8<<20, 9)
+	msg := append([]byte("Content-Type: multipart/mixed; boundary=m\r\n\r\n--m\r\nContent-Type: text/plain; charset=UTF-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n本文\r\n--m\r\nContent-Type: application/octet-stream\r\n\r\n"), att...)
+	msg = append(msg, "\r\n--m--\r\n"...)
+	measure := func(name string, f func() error) {
+		t.Helper()
+		if err := f(); err != nil { // warm the pool
+			t.Fatal(err)
+		}
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		if err := f(); err != nil {
+			t.Fatal(err)
+		}
+		runtime.ReadMemStats(&after)
+		t.Logf("%s: %d bytes", name, after.TotalAlloc-before.TotalAlloc)
+		if got := after.TotalAlloc - before.TotalAlloc; got > 1<<20 {
+			t.Errorf("%s: allocated %d bytes for an %d-byte message", name, got, len(msg))
+		}
+	}
+	var n Normalizer
+	measure("NormalizeBytes", func() error { return n.NormalizeBytes(io.Discard, msg) })
+	measure("Normalize from a bytes.Buffer", func() error { return Normalize(io.Discard, bytes.NewBuffer(msg)) })
 }
