@@ -14,6 +14,7 @@ import (
 	"encoding/asn1"
 	"fmt"
 	"math/big"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -356,4 +357,53 @@ func subjectKeyID(pub crypto.PublicKey) ([]byte, error) {
 	}
 	h := sha256.Sum256(spki.PublicKey.Bytes)
 	return h[:20], nil
+}
+
+// Prune removes from Dir the certificates this issuer wrote that expired
+// before now, each with its key, and returns the removed paths. A file is
+// removed only if its name is the one Issue gives (ADDRESS-SERIAL.pem and
+// .key), it holds a certificate with that serial issued by this CA, and
+// the key file holds that certificate's key: nothing an operator put there
+// is touched. Store prunes an address's files after issuing for it; call
+// Prune now and then (e.g. daily) for addresses that stopped sending.
+func (i *Issuer) Prune(now time.Time) ([]string, error) {
+	return i.prune("*.pem", now)
+}
+
+func (i *Issuer) prune(pattern string, now time.Time) ([]string, error) {
+	if i.opts.Dir == "" {
+		return nil, nil
+	}
+	paths, err := filepath.Glob(filepath.Join(i.opts.Dir, pattern))
+	if err != nil {
+		return nil, fmt.Errorf("%w: prune: %w", ErrIssue, err)
+	}
+	var removed []string
+	for _, p := range paths {
+		certs, err := LoadCertificates(p)
+		if err != nil || len(certs) == 0 {
+			continue
+		}
+		c := certs[0]
+		base := strings.TrimSuffix(p, ".pem")
+		if len(c.EmailAddresses) == 0 || filepath.Base(base) != fileSafe(c.EmailAddresses[0])+"-"+c.SerialNumber.Text(16) ||
+			!now.After(c.NotAfter) || !i.issued(c) {
+			continue
+		}
+		key, err := LoadSigner(base + ".key")
+		if err != nil || !publicKeysEqual(key.Public(), c.PublicKey) {
+			continue
+		}
+		// The certificate first: a key without its certificate is ignored
+		// by the Store, a certificate without its key is a problem report.
+		if err := os.Remove(p); err != nil {
+			return removed, fmt.Errorf("%w: prune: %w", ErrIssue, err)
+		}
+		removed = append(removed, p)
+		if err := os.Remove(base + ".key"); err != nil {
+			return removed, fmt.Errorf("%w: prune: %w", ErrIssue, err)
+		}
+		removed = append(removed, base+".key")
+	}
+	return removed, nil
 }

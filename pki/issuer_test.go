@@ -322,3 +322,53 @@ func TestIssuedVerifiesWithOpenSSL(t *testing.T) {
 		t.Fatalf("openssl verify tls: %v\n%s", err, out)
 	}
 }
+
+// TestIssuerPrune: expired certificates the issuer wrote are removed with
+// their keys, by the Store after it issues for the address and by Prune;
+// valid ones and files from elsewhere stay.
+func TestIssuerPrune(t *testing.T) {
+	t.Parallel()
+	ca := pkitest.New(t)
+	dir := t.TempDir()
+	clk := newClock(ca.Now)
+	iss := ca.Issuer(t, pki.IssuerOptions{Dir: dir, Now: clk.Now, Validity: 24 * time.Hour, KeyAlgorithm: pki.KeyECDSAP256})
+	st := ca.Store(t, dir, pki.StoreOptions{Issuer: iss, Now: clk.Now})
+	for _, a := range []string{"a@example.go.jp", "b@example.go.jp"} {
+		if _, err := st.Identity(t.Context(), a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// An operator's expired certificate, named like an issued one.
+	old := ca.Identity(t, "a@example.go.jp", pkitest.Validity(ca.Now.Add(-48*time.Hour), ca.Now.Add(time.Hour)), pkitest.WithKeyType(pkitest.ECDSAP256))
+	opCert, opKey := pkitest.WriteIdentity(t, dir, "a@example.go.jp-"+old.Certificate.SerialNumber.Text(16)+"x", old)
+	if countFiles(t, dir, ".pem") != 3 {
+		t.Fatal("setup")
+	}
+
+	clk.Set(ca.Now.Add(25 * time.Hour)) // a's and b's first certificates expired
+	if _, err := st.Identity(t.Context(), "a@example.go.jp"); err != nil {
+		t.Fatal(err)
+	}
+	// a: old issued pair removed, new pair written; b untouched; operator's stays.
+	if n := countFiles(t, dir, ".pem"); n != 3 {
+		t.Fatalf("%d certificates after issuing for a, want 3", n)
+	}
+	removed, err := iss.Prune(clk.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(removed) != 2 || !strings.Contains(filepath.Base(removed[0]), "b@example.go.jp-") {
+		t.Fatalf("Prune removed %v, want b's pair", removed)
+	}
+	for _, p := range []string{opCert, opKey} {
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("operator's file removed: %v", err)
+		}
+	}
+	if n := countFiles(t, dir, ".pem"); n != 2 || countFiles(t, dir, ".key") != 2 {
+		t.Fatalf("left %d certificates", n)
+	}
+	if removed, err := iss.Prune(clk.Now()); err != nil || len(removed) != 0 {
+		t.Fatalf("second Prune: %v %v", removed, err)
+	}
+}

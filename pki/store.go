@@ -214,7 +214,10 @@ func (s *Store) issueOnce(ctx context.Context, key string) (*Identity, error) {
 		f.err = err
 		return nil, err
 	}
-	s.add(id)
+	s.add(id, now)
+	// Remove this address's expired certificates that the issuer wrote
+	// earlier; a failure only leaves files behind.
+	_, _ = s.opts.Issuer.prune(fileSafe(key)+"-*.pem", now)
 	f.id = id
 	return id, nil
 }
@@ -234,7 +237,7 @@ func (s *Store) verifyIssued(id *Identity, now time.Time) error {
 }
 
 // add publishes an issued identity in a copy of the index.
-func (s *Store) add(id *Identity) {
+func (s *Store) add(id *Identity, now time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	old := s.index.Load()
@@ -245,7 +248,10 @@ func (s *Store) add(id *Identity) {
 	e := newEntry(id, append([]*x509.Certificate{id.Certificate}, id.Chain...), "issued")
 	for _, a := range Mailboxes(id.Certificate) {
 		if k, err := addrKey(a); err == nil {
-			idx.byAddr[k] = append(slices.Clip(idx.byAddr[k]), e)
+			// Expired entries of the address go: a long-running gateway
+			// renews every few days and would otherwise keep them all.
+			kept := slices.DeleteFunc(slices.Clone(idx.byAddr[k]), func(o *storeEntry) bool { return now.After(o.notAfter) })
+			idx.byAddr[k] = append(kept, e)
 		}
 	}
 	s.index.Store(idx)
