@@ -336,7 +336,8 @@ func (c *relaxedBody) emit(b byte) {
 }
 
 func (c *relaxedBody) Write(p []byte) (int, error) {
-	for i, b := range p {
+	for i := 0; i < len(p); i++ {
+		b := p[i]
 		if c.cr {
 			if b != '\n' {
 				return i, fmt.Errorf("%w: bare CR in the body", ErrMessage)
@@ -362,11 +363,33 @@ func (c *relaxedBody) Write(p []byte) (int, error) {
 				c.emit(' ')
 				c.wsp = false
 			}
-			c.emit(b)
+			// The run of ordinary octets up to the next special one is
+			// copied as is.
+			j := i + 1
+			for j < len(p) && !special[p[j]] {
+				j++
+			}
+			c.emitRun(p[i:j])
 			c.written = true
+			i = j - 1
 		}
 	}
 	return len(p), nil
+}
+
+// special marks the octets relaxed body canonicalisation looks at.
+var special = [256]bool{' ': true, '\t': true, '\r': true, '\n': true}
+
+func (c *relaxedBody) emitRun(p []byte) {
+	for len(p) > 0 {
+		if c.n == len(c.buf) {
+			c.h.Write(c.buf[:])
+			c.n = 0
+		}
+		k := copy(c.buf[c.n:], p)
+		c.n += k
+		p = p[k:]
+	}
 }
 
 // Close ends the body: trailing empty lines are dropped, and a non-empty

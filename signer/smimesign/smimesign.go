@@ -30,6 +30,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/asn1"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -205,25 +206,8 @@ func scan(r io.Reader, cands []string) (digest []byte, size int64, used []bool, 
 					}
 				}
 			}
-			for _, c := range line {
-				switch {
-				case c == '\n':
-					if !prevCR {
-						return nil, 0, nil, fmt.Errorf("%w: bare LF at octet %d", ErrEntity, size)
-					}
-					lineLen = 0
-				case prevCR:
-					return nil, 0, nil, fmt.Errorf("%w: bare CR at octet %d", ErrEntity, size)
-				case c >= 0x80 || c == 0:
-					// RFC 8551 3.1.2: 7-bit data, no NUL (RFC 2045 2.7).
-					return nil, 0, nil, fmt.Errorf("%w: 8-bit or NUL octet at %d", ErrEntity, size)
-				case c != '\r':
-					lineLen++
-					if lineLen > maxLine {
-						return nil, 0, nil, fmt.Errorf("%w: line over %d octets", ErrEntity, maxLine)
-					}
-				}
-				prevCR = c == '\r'
+			if err := check(line, &prevCR, &lineLen, size); err != nil {
+				return nil, 0, nil, err
 			}
 		}
 		atStart = rerr == nil
@@ -238,6 +222,56 @@ func scan(r io.Reader, cands []string) (digest []byte, size int64, used []bool, 
 		return nil, 0, nil, fmt.Errorf("%w: bare CR at the end", ErrEntity)
 	}
 	return h.Sum(nil), size, used, nil
+}
+
+// check checks one piece of the entity (a line, or part of a long one):
+// 7-bit (RFC 8551 3.1.2) without NUL (RFC 2045 2.7), CR only before LF and
+// LF only after CR, lines of at most maxLine octets (RFC 5322 2.1.1).
+// prevCR and lineLen carry the state from one piece to the next; end is the
+// offset just after the piece, for messages.
+func check(p []byte, prevCR *bool, lineLen *int, end int64) error {
+	// Fast path, 8 octets at a time: no octet with the high bit set and
+	// none zero (the "has zero byte" trick).
+	i := 0
+	for ; i+8 <= len(p); i += 8 {
+		v := binary.LittleEndian.Uint64(p[i:])
+		if v&0x8080808080808080 != 0 || (v-0x0101010101010101)&^v&0x8080808080808080 != 0 {
+			return fmt.Errorf("%w: 8-bit or NUL octet before %d", ErrEntity, end)
+		}
+	}
+	for _, c := range p[i:] {
+		if c >= 0x80 || c == 0 {
+			return fmt.Errorf("%w: 8-bit or NUL octet before %d", ErrEntity, end)
+		}
+	}
+	// Line structure: CRs and LFs are rare, find them with IndexByte.
+	for len(p) > 0 {
+		if *prevCR {
+			if p[0] != '\n' {
+				return fmt.Errorf("%w: bare CR before %d", ErrEntity, end)
+			}
+			*prevCR, *lineLen = false, 0
+			p = p[1:]
+			continue
+		}
+		k := bytes.IndexAny(p, "\r\n")
+		if k < 0 {
+			k = len(p)
+		}
+		*lineLen += k
+		if *lineLen > maxLine {
+			return fmt.Errorf("%w: line over %d octets", ErrEntity, maxLine)
+		}
+		if k == len(p) {
+			return nil
+		}
+		if p[k] == '\n' {
+			return fmt.Errorf("%w: bare LF before %d", ErrEntity, end)
+		}
+		*prevCR = true
+		p = p[k+1:]
+	}
+	return nil
 }
 
 // signedData builds the DER ContentInfo of a detached SignedData (RFC 5652
