@@ -378,3 +378,31 @@ func TestRevoked(t *testing.T) {
 	o.RequireRevocation = true
 	notVerified(t, e.check(t, msg, o), "revocation: offline")
 }
+
+func TestSPFAndDMARC(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	msg := e.seal(t, e.id, outer, testsign.Entity("x"))
+	o := e.opts()
+	o.ClientIP = netip.MustParseAddr("198.51.100.7") // not in the SPF record
+	o.HELO = "mail.example.net"
+	o.MailFrom = "bounce@example.go.jp"
+	rep := e.check(t, msg, o)
+	status(t, rep, verify.CheckSPF, "fail")
+	// DMARC still passes on the aligned DKIM signature, and SPF is not
+	// part of the verdict.
+	status(t, rep, verify.CheckDMARC, "pass")
+	if !rep.Verdict.Genuine {
+		t.Fatalf("%s", strings.Join(rep.Lines(), "\n"))
+	}
+	ar := rep.AuthenticationResults("")
+	if !strings.Contains(ar, "spf=fail") || !strings.Contains(ar, "smtp.mailfrom=bounce@example.go.jp") {
+		t.Errorf("authres %q", ar)
+	}
+	// A domain without a DMARC record.
+	e.srv.Remove("_dmarc.example.go.jp", "TXT")
+	o = e.opts()
+	o.Resolver, _ = lookup.New([]string{e.srv.Addr()}, lookup.Options{Timeout: 500 * time.Millisecond, Attempts: 1})
+	rep = e.check(t, msg, o)
+	status(t, rep, verify.CheckDMARC, "none")
+}
