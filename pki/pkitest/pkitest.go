@@ -54,7 +54,14 @@ type CA struct {
 // generations and two signatures.
 func New(tb testing.TB) *CA {
 	tb.Helper()
-	now := time.Now().Truncate(time.Second)
+	return NewAt(tb, time.Now())
+}
+
+// NewAt is New with validity periods computed from now instead of the
+// current time, for tests that judge validity at another time.
+func NewAt(tb testing.TB, now time.Time) *CA {
+	tb.Helper()
+	now = now.Truncate(time.Second)
 	rootKey := newECDSA(tb)
 	root := &x509.Certificate{
 		SerialNumber: serial(tb),

@@ -291,3 +291,16 @@ func TestIssuerAndStore(t *testing.T) {
 		t.Fatalf("second lookup did not reuse: %v", err)
 	}
 }
+
+func TestNewAt(t *testing.T) {
+	t.Parallel()
+	at := time.Date(2031, 4, 1, 12, 0, 0, 0, time.UTC)
+	ca := pkitest.NewAt(t, at)
+	id := ca.Identity(t, "future@example.go.jp", pkitest.WithKeyType(pkitest.ECDSAP256))
+	if err := verify(ca, id, at); err != nil {
+		t.Fatal(err)
+	}
+	if err := verify(ca, id, time.Now()); err == nil {
+		t.Fatal("a 2031 hierarchy verified today")
+	}
+}
