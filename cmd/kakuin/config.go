@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"reflect"
@@ -16,9 +17,53 @@ const envPrefix = "KAKUIN_"
 // environment. Each field also carries a `help` tag, which envHelp prints.
 func parseEnv(cfg any) error {
 	if err := env.ParseWithOptions(cfg, env.Options{Prefix: envPrefix}); err != nil {
-		return fmt.Errorf("configuration: %w", err)
+		return fmt.Errorf("configuration: %w", variableErrors(cfg, err))
 	}
 	return nil
+}
+
+// variableErrors rewrites env's parse errors, which name the Go field
+// ("parse error on field \"CertValidity\" ..."), to name the variable the
+// operator set: "KAKUIN_CERT_VALIDITY: time: invalid duration ...".
+// Other errors are returned unchanged.
+func variableErrors(cfg any, err error) error {
+	var agg env.AggregateError
+	if !errors.As(err, &agg) {
+		return err
+	}
+	vars := map[string]string{} // Go field name -> variable
+	walkEnvFields(reflect.TypeOf(cfg), envPrefix, func(field, name string) { vars[field] = name })
+	msgs := make([]string, 0, len(agg.Errors))
+	for _, e := range agg.Errors {
+		var pe env.ParseError
+		if errors.As(e, &pe) && vars[pe.Name] != "" {
+			msgs = append(msgs, vars[pe.Name]+": "+pe.Err.Error())
+			continue
+		}
+		msgs = append(msgs, e.Error())
+	}
+	return fmt.Errorf("%s%.0w", strings.Join(msgs, "; "), err)
+}
+
+// walkEnvFields calls f with the Go field name and the variable name of
+// every field of t with an env tag, nested structs included.
+func walkEnvFields(t reflect.Type, prefix string, f func(field, name string)) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	for i := 0; i < t.NumField(); i++ {
+		sf := t.Field(i)
+		tag, ok := sf.Tag.Lookup("env")
+		if !ok {
+			if sf.Type.Kind() == reflect.Struct || (sf.Type.Kind() == reflect.Pointer && sf.Type.Elem().Kind() == reflect.Struct) {
+				walkEnvFields(sf.Type, prefix+sf.Tag.Get("envPrefix"), f)
+			}
+			continue
+		}
+		if name := strings.Split(tag, ",")[0]; name != "" {
+			f(sf.Name, prefix+name)
+		}
+	}
 }
 
 // envHelp writes one line per variable of cfg's struct type: name, default

@@ -2,8 +2,12 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/caarlos0/env/v11"
 )
 
 func TestEnvHelpListsNestedVariables(t *testing.T) {
@@ -26,5 +30,28 @@ func TestEnvHelpListsNestedVariables(t *testing.T) {
 	var c cfg
 	if err := parseEnv(&c); err != nil || c.PKI.Dir != "/x" || c.Listen != "127.0.0.1:2525" {
 		t.Fatalf("parseEnv: %v %+v", err, c)
+	}
+}
+
+func TestParseEnvNamesTheVariable(t *testing.T) {
+	type cfg struct {
+		Validity time.Duration `env:"CERT_VALIDITY" envDefault:"1h"`
+		Port     int           `env:"PORT"`
+	}
+	t.Setenv("KAKUIN_CERT_VALIDITY", "a week")
+	t.Setenv("KAKUIN_PORT", "eighty")
+	var c cfg
+	err := parseEnv(&c)
+	if err == nil {
+		t.Fatal("no error")
+	}
+	for _, want := range []string{"KAKUIN_CERT_VALIDITY: ", "invalid duration", "KAKUIN_PORT: "} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+	var agg env.AggregateError
+	if !errors.As(err, &agg) {
+		t.Errorf("env's error is no longer wrapped: %v", err)
 	}
 }

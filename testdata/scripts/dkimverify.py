@@ -2,6 +2,7 @@
 """Verify every DKIM-Signature of a message with dkimpy, keys from a zone file.
 
 usage: dkimverify.py ZONEFILE < message
+       dkimverify.py ZONEFILE MESSAGE...
 
 The TXT records are read from ZONEFILE (zone-file syntax, as `kakuin pki
 init` writes DIR/dns.zone) with dnspython and served to dkimpy through its
@@ -10,8 +11,10 @@ publish. Prints one line per signature, topmost first:
 
     pass|fail a=ALG d=DOMAIN s=SELECTOR [reason]
 
-and exits 0 only if there is at least one signature and every one passes,
-1 if any fails, 2 on a usage or zone error.
+prefixed with "MESSAGE: " when messages are named on the command line (one
+Python start for several messages), and exits 0 only if every message has
+at least one signature and every signature passes, 1 if any fails, 2 on a
+usage or zone error.
 """
 import sys
 
@@ -38,7 +41,7 @@ def load_txt(path):
 
 
 def main():
-    if len(sys.argv) != 2:
+    if len(sys.argv) < 2:
         print(__doc__, file=sys.stderr)
         return 2
     try:
@@ -58,23 +61,32 @@ def main():
             return None
         return txts[0]
 
-    msg = sys.stdin.buffer.read()
-    d = dkim.DKIM(msg)
-    sigs = [v for (k, v) in d.headers if k.lower() == b"dkim-signature"]
-    if not sigs:
-        print("fail no DKIM-Signature")
-        return 1
-    ok = True
-    for i, raw in enumerate(sigs):
-        tags = dkim.util.parse_tag_value(b"".join(raw.split()))
-        desc = "a=%s d=%s s=%s" % tuple(tags.get(t, b"?").decode() for t in (b"a", b"d", b"s"))
-        try:
-            res = dkim.DKIM(msg).verify(idx=i, dnsfunc=dnsfunc)
-            reason = ""
-        except dkim.DKIMException as e:
-            res, reason = False, " " + str(e).replace("\n", " ")
-        print(("pass " if res else "fail ") + desc + reason)
-        ok = ok and res
+    def check(msg, prefix):
+        d = dkim.DKIM(msg)
+        sigs = [v for (k, v) in d.headers if k.lower() == b"dkim-signature"]
+        if not sigs:
+            print(prefix + "fail no DKIM-Signature")
+            return False
+        ok = True
+        for i, raw in enumerate(sigs):
+            tags = dkim.util.parse_tag_value(b"".join(raw.split()))
+            desc = "a=%s d=%s s=%s" % tuple(tags.get(t, b"?").decode() for t in (b"a", b"d", b"s"))
+            try:
+                res = dkim.DKIM(msg).verify(idx=i, dnsfunc=dnsfunc)
+                reason = ""
+            except dkim.DKIMException as e:
+                res, reason = False, " " + str(e).replace("\n", " ")
+            print(prefix + ("pass " if res else "fail ") + desc + reason)
+            ok = ok and res
+        return ok
+
+    if len(sys.argv) == 2:
+        ok = check(sys.stdin.buffer.read(), "")
+    else:
+        ok = True
+        for path in sys.argv[2:]:
+            with open(path, "rb") as f:
+                ok = check(f.read(), path + ": ") and ok
     return 0 if ok else 1
 
 
