@@ -52,6 +52,39 @@ type Client struct {
 
 	mu       sync.Mutex
 	inflight map[cacheKey]*call
+	idle     map[string][]*dns.Conn // server -> idle UDP sockets
+}
+
+// maxIdle bounds the idle UDP sockets kept per server. Reusing sockets
+// saves a socket, connect and close per query; each query still gets a
+// fresh random ID, and a socket whose query failed is closed.
+const maxIdle = 64
+
+func (c *Client) udpConn(ctx context.Context, srv string) (*dns.Conn, error) {
+	c.mu.Lock()
+	if l := c.idle[srv]; len(l) > 0 {
+		co := l[len(l)-1]
+		c.idle[srv] = l[:len(l)-1]
+		c.mu.Unlock()
+		return co, nil
+	}
+	c.mu.Unlock()
+	d := &net.Dialer{Timeout: c.timeout}
+	nc, err := d.DialContext(ctx, "udp", srv)
+	if err != nil {
+		return nil, err
+	}
+	return &dns.Conn{Conn: nc, UDPSize: c.udpSize}, nil
+}
+
+func (c *Client) putUDPConn(srv string, co *dns.Conn) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.idle[srv]) >= maxIdle {
+		co.Close()
+		return
+	}
+	c.idle[srv] = append(c.idle[srv], co)
 }
 
 // New returns a Client asking servers in order ("host:port"; a bare host
@@ -67,6 +100,7 @@ func New(servers []string, opts Options) (*Client, error) {
 		maxTTL:   opts.MaxTTL,
 		now:      opts.Now,
 		inflight: map[cacheKey]*call{},
+		idle:     map[string][]*dns.Conn{},
 	}
 	for _, s := range servers {
 		if _, _, err := net.SplitHostPort(s); err != nil {
@@ -435,7 +469,16 @@ func (c *Client) exchangeOne(ctx context.Context, m *dns.Msg, srv string) (*dns.
 	defer cancel()
 	q := m.Question[0]
 	udp := &dns.Client{Net: "udp", UDPSize: c.udpSize, Timeout: c.timeout}
-	r, _, err := udp.ExchangeContext(ctx, m, srv)
+	var r *dns.Msg
+	co, err := c.udpConn(ctx, srv)
+	if err == nil {
+		r, _, err = udp.ExchangeWithConnContext(ctx, m, co)
+		if err == nil {
+			c.putUDPConn(srv, co)
+		} else {
+			co.Close() // a late reply must not meet the next question
+		}
+	}
 	if err == nil && r.Truncated {
 		// RFC 7766 5: retry over TCP when the UDP answer is truncated.
 		tcp := &dns.Client{Net: "tcp", Timeout: c.timeout}

@@ -2,6 +2,7 @@ package lookup
 
 import (
 	"fmt"
+	"net"
 
 	"github.com/miekg/dns"
 )
@@ -18,4 +19,21 @@ func DSRecord(zone string, k DNSKEY) (string, error) {
 		return "", fmt.Errorf("%w: cannot make a ds record for %s", ErrPermanent, zone)
 	}
 	return ds.String(), nil
+}
+
+// SystemServers returns the name servers of /etc/resolv.conf as
+// "host:port", for a default when none is configured.
+func SystemServers() ([]string, error) {
+	cc, err := dns.ClientConfigFromFile("/etc/resolv.conf")
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrPermanent, err)
+	}
+	var out []string
+	for _, s := range cc.Servers {
+		out = append(out, net.JoinHostPort(s, cc.Port))
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%w: no nameserver in /etc/resolv.conf", ErrPermanent)
+	}
+	return out, nil
 }
