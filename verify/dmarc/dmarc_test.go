@@ -83,11 +83,11 @@ func FuzzParse(f *testing.F) {
 func TestOrganizationalDomain(t *testing.T) {
 	t.Parallel()
 	for in, want := range map[string]string{
-		"x.mhlw.go.jp":       "mhlw.go.jp",
-		"MHLW.go.jp.":        "mhlw.go.jp",
-		"a.b.example.co.jp":  "example.co.jp",
-		"mail.example.com":   "example.com",
-		"go.jp":              "go.jp",
+		"x.mhlw.go.jp":      "mhlw.go.jp",
+		"MHLW.go.jp.":       "mhlw.go.jp",
+		"a.b.example.co.jp": "example.co.jp",
+		"mail.example.com":  "example.com",
+		"go.jp":             "go.jp",
 	} {
 		if got := OrganizationalDomain(in); got != want {
 			t.Errorf("%s: %s, want %s", in, got, want)
