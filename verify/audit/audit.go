@@ -182,9 +182,10 @@ func (a *Auditor) Domain(ctx context.Context, domain string) *Report {
 	rep := &Report{Domain: strings.ToLower(strings.TrimSuffix(domain, ".")), Profile: a.profile.Name, Started: start}
 	d, err := govdomain.Canonical(domain)
 	if err != nil {
+		// Not a domain: nothing else can be checked, whatever the profile.
 		rep.Checks = []Check{{ID: "domain.suffix", Status: Fail, Evidence: []string{err.Error()},
-			Advice: "give a valid domain name"}}
-		rep.verdict(a.profile)
+			Advice: "give a valid domain name", Counted: true}}
+		rep.Verdict = Fail
 		return rep
 	}
 	rep.Domain = d

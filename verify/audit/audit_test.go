@@ -563,3 +563,14 @@ func TestProfiles(t *testing.T) {
 		t.Error("unknown profile accepted")
 	}
 }
+
+func TestInvalidDomainFailsEveryProfile(t *testing.T) {
+	t.Parallel()
+	c, _ := lookup.New([]string{"127.0.0.1:1"}, lookup.Options{})
+	for _, p := range ProfileNames() {
+		rep, err := Domain(context.Background(), "not..a domain", Options{Resolver: c, Profile: p})
+		if err != nil || rep.Verdict != Fail {
+			t.Errorf("%s: %v %+v", p, err, rep)
+		}
+	}
+}
