@@ -57,9 +57,11 @@ func benchNormalize(b *testing.B, msg []byte) {
 	}
 }
 
-// BenchmarkNormalize: the signer's cases. Each sub-benchmark also runs
-// Normalize from an io.Reader into a bytes.Buffer, as the signer may, to
-// show the cost of the input copy and output buffer.
+// BenchmarkNormalize: the signer's cases, into io.Discard (the cost of
+// normalising alone), then as the signer calls it: Normalize from the
+// *bytes.Buffer holding the message (used in place) into an output buffer
+// grown once to 1.4 times the input (see the package doc on output growth),
+// so B/op there is the output.
 func BenchmarkNormalize(b *testing.B) {
 	cases := []struct {
 		name string
@@ -76,12 +78,13 @@ func BenchmarkNormalize(b *testing.B) {
 		b.Run(c.name, func(b *testing.B) { benchNormalize(b, c.msg) })
 	}
 	for _, c := range cases {
-		b.Run(c.name+"/reader-to-buffer", func(b *testing.B) {
+		b.Run(c.name+"/buffer-to-buffer", func(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(len(c.msg)))
 			for b.Loop() {
 				var out bytes.Buffer
-				if err := Normalize(&out, bytes.NewReader(c.msg)); err != nil {
+				out.Grow(len(c.msg) + len(c.msg)*2/5)
+				if err := Normalize(&out, bytes.NewBuffer(c.msg)); err != nil {
 					b.Fatal(err)
 				}
 			}
