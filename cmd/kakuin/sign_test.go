@@ -3,10 +3,13 @@ package main
 import (
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/kakuin/kakuin/pki"
 )
 
 // These tests set KAKUIN_* variables: not parallel.
@@ -82,5 +85,53 @@ func TestOneLine(t *testing.T) {
 	err := fmt.Errorf("outer: %w", errors.New("line one\nline two\r\n  three"))
 	if got := oneLine(err); got != "outer: line one line two three" {
 		t.Errorf("oneLine = %q", got)
+	}
+}
+
+// TestSignWithIndividualVariables configures every part with its own
+// variable, KAKUIN_PKI_DIR pointing nowhere, and checks the three
+// no-certificate policies.
+func TestSignWithIndividualVariables(t *testing.T) {
+	src := filepath.Join(t.TempDir(), "pki")
+	if code, _, errs := runCmd(t, nil, "pki", "init", "--dir", src, "--domain", "example.go.jp"); code != exitOK {
+		t.Fatalf("pki init: %d %s", code, errs)
+	}
+	l := pki.Layout{Dir: src}
+	certs := filepath.Join(t.TempDir(), "certs")
+	t.Setenv("KAKUIN_PKI_DIR", filepath.Join(t.TempDir(), "absent"))
+	t.Setenv("KAKUIN_TRUST_ANCHORS", l.TrustAnchors())
+	t.Setenv("KAKUIN_DKIM_DIR", l.DKIMDir())
+	t.Setenv("KAKUIN_CERT_DIR", certs)
+	msg := []byte("From: info@example.go.jp\r\nTo: a@example.com\r\nSubject: s\r\n\r\nbody\r\n")
+
+	// No issuing CA configured: reject is the default.
+	code, out, errs := runCmd(t, msg, "sign")
+	if code != exitRefused || out != "" || !strings.Contains(errs, "no s/mime certificate") {
+		t.Errorf("reject: exit %d, stderr %q", code, errs)
+	}
+	// dkim-only: DKIM signatures, no S/MIME.
+	t.Setenv("KAKUIN_NO_CERT_POLICY", "dkim-only")
+	code, out, errs = runCmd(t, msg, "sign")
+	if code != exitOK || strings.Contains(out, "multipart/signed") || strings.Count(out, "DKIM-Signature:") != 2 {
+		t.Errorf("dkim-only: exit %d, stderr %q, stdout:\n%s", code, errs, out)
+	}
+	// The issuing CA by its own variables: issue becomes the default, and
+	// the certificate lands in KAKUIN_CERT_DIR.
+	t.Setenv("KAKUIN_NO_CERT_POLICY", "")
+	t.Setenv("KAKUIN_ISSUER_CERT", l.IssuerCert())
+	t.Setenv("KAKUIN_ISSUER_KEY", l.IssuerKey())
+	code, out, errs = runCmd(t, msg, "sign")
+	if code != exitOK || !strings.Contains(out, "multipart/signed") {
+		t.Fatalf("issue: exit %d, stderr %q", code, errs)
+	}
+	if ents, err := os.ReadDir(certs); err != nil || len(ents) == 0 {
+		t.Errorf("no issued certificate in KAKUIN_CERT_DIR: %v", err)
+	}
+	// A CA key readable by others is a key failure, exit 3.
+	if err := os.Chmod(l.IssuerKey(), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, errs = runCmd(t, msg, "sign"); code != exitTemp || !strings.Contains(errs, "readable by group or others") {
+		t.Errorf("wide CA key: exit %d, stderr %q", code, errs)
 	}
 }
