@@ -166,7 +166,7 @@ func (s *Signer) Sign(ctx context.Context, dst io.Writer, src io.Reader) (Result
 		}
 		outer = append(outer, rfc5322.NewField("Content-Type", sig.ContentType()))
 		head := rfc5322.Format(outer)
-		message = func() io.Reader { return io.MultiReader(bytes.NewReader(head), sig.Body(entity.Reader())) }
+		message = func() io.Reader { return &smimesign.Concat{bytes.NewReader(head), sig.Body(entity.Reader())} }
 		res.SMIME, res.SMIMEAlgorithm = true, sig.Algorithm
 	} else {
 		// DKIMOnly: the normalised entity carries its own header fields
@@ -175,7 +175,7 @@ func (s *Signer) Sign(ctx context.Context, dst io.Writer, src io.Reader) (Result
 		for _, f := range outer {
 			head.Write(f.Raw)
 		}
-		message = func() io.Reader { return io.MultiReader(bytes.NewReader(head.Bytes()), entity.Reader()) }
+		message = func() io.Reader { return &smimesign.Concat{bytes.NewReader(head.Bytes()), entity.Reader()} }
 	}
 	if err := ctx.Err(); err != nil {
 		return res, err
@@ -186,15 +186,17 @@ func (s *Signer) Sign(ctx context.Context, dst io.Writer, src io.Reader) (Result
 	if err != nil {
 		return res, fmt.Errorf("%w: %w", ErrKey, err)
 	}
-	bw := bufio.NewWriterSize(dst, 32<<10)
+	// Unbuffered: the pieces (fields, header, entity chunks, signature
+	// part) are written as they are, without another copy.
+	var fields strings.Builder
 	for _, sg := range sigs {
-		bw.WriteString(sg.Field)
+		fields.WriteString(sg.Field)
 		res.DKIM = append(res.DKIM, sg.String())
 	}
-	if _, err := bw.ReadFrom(message()); err != nil {
+	if _, err := io.WriteString(dst, fields.String()); err != nil {
 		return res, fmt.Errorf("signer: writing: %w", err)
 	}
-	if err := bw.Flush(); err != nil {
+	if _, err := io.Copy(dst, message()); err != nil {
 		return res, fmt.Errorf("signer: writing: %w", err)
 	}
 	return res, nil

@@ -152,7 +152,7 @@ func Sign(msg io.Reader, keys []pki.DKIMKey, opts Options) ([]Signature, error) 
 		rnd = rand.Reader
 	}
 	cr := &countReader{r: msg}
-	br := bufio.NewReaderSize(cr, 32<<10)
+	br := bufio.NewReader(cr) // the body goes on through WriteTo, unbuffered
 	h, err := rfc5322.ReadHeader(br, &rfc5322.Options{MaxLineLength: -1})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrMessage, err)

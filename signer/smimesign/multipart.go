@@ -27,22 +27,59 @@ const signatureHeader = "Content-Type: application/pkcs7-signature; name=smime.p
 // Body returns the body of the multipart/signed message: the entity,
 // read from entity (which must give exactly the bytes Sign read), as the
 // first part, and the signature as the second, base64 in lines of 76
-// characters (RFC 2045 6.8). It streams: the entity is not copied.
+// characters (RFC 2045 6.8). It streams: the entity is not copied, and
+// the reader's WriteTo hands each piece to the writer as it is.
 func (s *Signature) Body(entity io.Reader) io.Reader {
-	// RFC 2046 5.1.1: the CRLF before "--boundary" belongs to the
-	// delimiter, so the first part is exactly the entity's bytes.
-	head := preamble + "\r\n--" + s.Boundary + "\r\n"
-	var tail strings.Builder
-	tail.WriteString("\r\n--" + s.Boundary + "\r\n" + signatureHeader)
-	b64 := base64.StdEncoding.EncodeToString(s.DER)
-	for len(b64) > 76 {
-		tail.WriteString(b64[:76])
-		tail.WriteString("\r\n")
-		b64 = b64[76:]
+	if s.head == "" {
+		// RFC 2046 5.1.1: the CRLF before "--boundary" belongs to the
+		// delimiter, so the first part is exactly the entity's bytes.
+		s.head = preamble + "\r\n--" + s.Boundary + "\r\n"
+		var tail strings.Builder
+		tail.WriteString("\r\n--" + s.Boundary + "\r\n" + signatureHeader)
+		b64 := base64.StdEncoding.EncodeToString(s.DER)
+		for len(b64) > 76 {
+			tail.WriteString(b64[:76])
+			tail.WriteString("\r\n")
+			b64 = b64[76:]
+		}
+		tail.WriteString(b64)
+		tail.WriteString("\r\n\r\n--" + s.Boundary + "--\r\n")
+		s.tail = tail.String()
 	}
-	tail.WriteString(b64)
-	tail.WriteString("\r\n\r\n--" + s.Boundary + "--\r\n")
-	return io.MultiReader(strings.NewReader(head), entity, strings.NewReader(tail.String()))
+	return &Concat{strings.NewReader(s.head), entity, strings.NewReader(s.tail)}
+}
+
+// Concat reads its readers one after the other, like io.MultiReader, but
+// its WriteTo passes each reader's WriteTo through instead of copying
+// through a 32 KB buffer of its own.
+type Concat []io.Reader
+
+func (c *Concat) Read(p []byte) (int, error) {
+	for len(*c) > 0 {
+		n, err := (*c)[0].Read(p)
+		if err == io.EOF {
+			*c = (*c)[1:]
+			err = nil
+		}
+		if n > 0 || err != nil {
+			return n, err
+		}
+	}
+	return 0, io.EOF
+}
+
+// WriteTo writes what is left of every reader to w.
+func (c *Concat) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	for len(*c) > 0 {
+		n, err := io.Copy(w, (*c)[0])
+		total += n
+		if err != nil {
+			return total, err
+		}
+		*c = (*c)[1:]
+	}
+	return total, nil
 }
 
 // WriteBody writes Body(entity) to w.

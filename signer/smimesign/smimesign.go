@@ -112,6 +112,8 @@ type Signature struct {
 	DER []byte
 	// Algorithm is "rsa-sha256" or "ecdsa-sha256".
 	Algorithm string
+
+	head, tail string // of the body, made once
 }
 
 // Sign reads the entity once, to its end, and signs it with id. The entity
@@ -191,7 +193,7 @@ func keyAlgorithm(id *pki.Identity) (string, asn1.ObjectIdentifier, error) {
 // 5.1.1: the boundary must not appear in the encapsulated part).
 func scan(r io.Reader, cands []string) (digest []byte, size int64, used []bool, err error) {
 	h := sha256.New()
-	br := bufio.NewReaderSize(r, 32<<10)
+	br := bufio.NewReaderSize(r, 8<<10) // lines are at most 1000 octets
 	used = make([]bool, len(cands))
 	atStart, prevCR, lineLen := true, false, 0
 	for {

@@ -339,3 +339,29 @@ func TestSigningTimeGeneralized(t *testing.T) {
 		t.Error("signingTime after 2049 is not a GeneralizedTime")
 	}
 }
+
+func TestConcat(t *testing.T) {
+	t.Parallel()
+	want := "head" + entity + "tail"
+	c := &Concat{strings.NewReader("head"), strings.NewReader(""), strings.NewReader(entity), strings.NewReader("tail")}
+	var got bytes.Buffer
+	buf := make([]byte, 3)
+	for {
+		n, err := c.Read(buf)
+		got.Write(buf[:n])
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got.String() != want {
+		t.Errorf("Read: %q", got.String())
+	}
+	got.Reset()
+	c = &Concat{strings.NewReader("head"), strings.NewReader(entity), strings.NewReader("tail")}
+	if n, err := c.WriteTo(&got); err != nil || n != int64(len(want)) || got.String() != want {
+		t.Errorf("WriteTo: %d %v %q", n, err, got.String())
+	}
+}
