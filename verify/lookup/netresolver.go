@@ -3,17 +3,21 @@ package lookup
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 )
 
-// NetResolver adapts a ZoneResolver to the method set of *net.Resolver
+// NetResolver adapts a Resolver to the method set of *net.Resolver
 // that libraries such as blitiri.com.ar/go/spf (spf.WithResolver) expect.
 // Errors are *net.DNSError the way net.Resolver returns them: IsNotFound
 // for a missing name or no records, IsTemporary for ErrTemporary, with
 // the lookup error in UnwrapErr.
 type NetResolver struct {
-	R ZoneResolver
+	// R answers the questions. LookupAddr needs R to also have
+	// LookupPTR (a ZoneResolver has); without it LookupAddr fails with
+	// ErrPermanent.
+	R Resolver
 }
 
 func dnsError(name string, err error) error {
@@ -67,7 +71,13 @@ func (n NetResolver) LookupIPAddr(ctx context.Context, host string) ([]net.IPAdd
 
 // LookupAddr returns the PTR names of addr, with trailing dots.
 func (n NetResolver) LookupAddr(ctx context.Context, addr string) ([]string, error) {
-	res, err := n.R.LookupPTR(ctx, addr)
+	pr, ok := n.R.(interface {
+		LookupPTR(ctx context.Context, addr string) (Result[string], error)
+	})
+	if !ok {
+		return nil, dnsError(addr, fmt.Errorf("%w: resolver cannot look up ptr records", ErrPermanent))
+	}
+	res, err := pr.LookupPTR(ctx, addr)
 	if err != nil {
 		return nil, dnsError(addr, err)
 	}
