@@ -363,7 +363,7 @@ func (v *Verifier) verifySigner(r *Result, q *pkcs7.PKCS7) {
 		return
 	}
 	if !certHasAddress(ee, r.Address) {
-		r.fail(nil, "the certificate is for %s, not for the From address %s", strings.Join(ee.EmailAddresses, ", "), r.Address)
+		r.fail(nil, "the certificate is for %s, not for the From address %s", strings.Join(append(ee.EmailAddresses, smtpUTF8Mailboxes(ee)...), ", "), r.Address)
 		return
 	}
 	r.Chain = chain
@@ -458,13 +458,54 @@ func certHasAddress(c *x509.Certificate, addr string) bool {
 	if !ok {
 		return false
 	}
-	for _, e := range c.EmailAddresses {
+	for _, e := range append(c.EmailAddresses, smtpUTF8Mailboxes(c)...) {
 		el, ed, ok := splitAddr(e)
 		if ok && el == al && ed == ad {
 			return true
 		}
 	}
 	return false
+}
+
+var (
+	oidSubjectAltName  = asn1.ObjectIdentifier{2, 5, 29, 17}
+	oidSmtpUTF8Mailbox = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 8, 9}
+)
+
+// smtpUTF8Mailboxes returns the SmtpUTF8Mailbox otherName SANs (RFC 9598
+// 3, RULES S6), which crypto/x509 does not expose: the addresses of
+// internationalised mailboxes.
+func smtpUTF8Mailboxes(c *x509.Certificate) []string {
+	var out []string
+	for _, ext := range c.Extensions {
+		if !ext.Id.Equal(oidSubjectAltName) {
+			continue
+		}
+		var names []asn1.RawValue
+		if _, err := asn1.Unmarshal(ext.Value, &names); err != nil {
+			return nil
+		}
+		for _, n := range names {
+			// otherName [0] IMPLICIT SEQUENCE { type-id OID, value [0] EXPLICIT ANY }.
+			if n.Class != asn1.ClassContextSpecific || n.Tag != 0 || !n.IsCompound {
+				continue
+			}
+			var id asn1.ObjectIdentifier
+			rest, err := asn1.Unmarshal(n.Bytes, &id)
+			if err != nil || !id.Equal(oidSmtpUTF8Mailbox) {
+				continue
+			}
+			var wrapped asn1.RawValue
+			if _, err := asn1.Unmarshal(rest, &wrapped); err != nil || wrapped.Class != asn1.ClassContextSpecific || wrapped.Tag != 0 {
+				continue
+			}
+			var v string
+			if _, err := asn1.UnmarshalWithParams(wrapped.Bytes, &v, "utf8"); err == nil {
+				out = append(out, v)
+			}
+		}
+	}
+	return out
 }
 
 func splitAddr(a string) (local, domain string, ok bool) {

@@ -230,3 +230,14 @@ func TestSHA1Refused(t *testing.T) {
 	r := verifier(ca, time.Now()).Verify(testsign.DetachedSig(outer, entity, der), addr)
 	expect(t, r, authres.ResultFail, "rsa-sha1; SHA-256 or stronger")
 }
+
+func TestSmtpUTF8Mailbox(t *testing.T) {
+	t.Parallel()
+	ca := pkitest.New(t)
+	const eai = "太郎@example.go.jp"
+	id := ca.Identity(t, "taro@example.go.jp", pkitest.SmtpUTF8Mailbox(eai))
+	msg := testsign.Detached(t, id, outer, testsign.Entity("x"))
+	v := verifier(ca, time.Now())
+	expect(t, v.Verify(msg, eai), authres.ResultPass, "")
+	expect(t, v.Verify(msg, "次郎@example.go.jp"), authres.ResultFail, "太郎@example.go.jp")
+}
