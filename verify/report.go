@@ -11,6 +11,7 @@ import (
 
 	"github.com/kakuin/kakuin/verify/dkimverify"
 	"github.com/kakuin/kakuin/verify/dmarc"
+	"github.com/kakuin/kakuin/verify/internal/header"
 	"github.com/kakuin/kakuin/verify/smimeverify"
 )
 
@@ -42,6 +43,9 @@ type Report struct {
 	// SMIME and DKIM are the detailed results, for Go callers.
 	SMIME *smimeverify.Result  `json:"-"`
 	DKIM  []*dkimverify.Result `json:"-"`
+
+	// unsigned[i] lists the shown fields DKIM[i] does not sign.
+	unsigned [][]string
 }
 
 // Verdict is the answer in one line.
@@ -166,7 +170,34 @@ func aligned(d, fromDomain, mode string) bool {
 	return od == dmarc.OrganizationalDomain(fromDomain) && strings.Contains(od, ".") && od != publicSuffix(od)
 }
 
-func dkimCheck(r *dkimverify.Result, fromDomain, mode string) Check {
+// shown are the header fields a reader sees: an aligned DKIM signature
+// counts only if it signs every one of them present in the message (RFC
+// 6376 5.4.1), or they could have been changed or added after signing.
+var shown = []string{"From", "Sender", "Reply-To", "To", "Cc", "Subject", "Date"}
+
+// unsignedShown lists the fields of shown present in h that r's h= tag
+// does not name.
+func unsignedShown(r *dkimverify.Result, h header.Header) []string {
+	var out []string
+	for _, n := range shown {
+		if h.Count(n) == 0 {
+			continue
+		}
+		signed := false
+		for _, k := range r.HeaderKeys {
+			if strings.EqualFold(k, n) {
+				signed = true
+				break
+			}
+		}
+		if !signed {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func dkimCheck(r *dkimverify.Result, fromDomain, mode string, h header.Header) Check {
 	c := Check{Name: CheckDKIM, Status: r.Status, Reason: r.Reason, Evidence: map[string]string{
 		"d": r.Domain, "s": r.Selector, "a": r.Algorithm, "c": r.Canonicalization, "b": r.BPrefix,
 		"h": strings.Join(r.HeaderKeys, ":"),
@@ -191,6 +222,9 @@ func dkimCheck(r *dkimverify.Result, fromDomain, mode string) Check {
 	}
 	al := aligned(r.Domain, fromDomain, mode)
 	c.Evidence["aligned"] = fmt.Sprint(al)
+	if u := unsignedShown(r, h); len(u) > 0 {
+		c.Evidence["unsigned"] = strings.Join(u, " ")
+	}
 	return c
 }
 
@@ -224,8 +258,8 @@ func (v *Verifier) verdict(rep *Report) Verdict {
 	// An aligned, passing DKIM signature not in testing mode (RFC 6376
 	// 3.6.1: t=y counts as unsigned).
 	var seen []string
-	for _, r := range rep.DKIM {
-		if r.Status == authres.ResultPass && !r.Testing && aligned(r.Domain, domainOf(rep.From), alignMode(rep)) {
+	for i, r := range rep.DKIM {
+		if r.Status == authres.ResultPass && !r.Testing && aligned(r.Domain, domainOf(rep.From), alignMode(rep)) && len(rep.unsigned[i]) == 0 {
 			sm := rep.SMIME
 			return Verdict{
 				Genuine:      true,
@@ -234,7 +268,11 @@ func (v *Verifier) verdict(rep *Report) Verdict {
 				Address:      sm.Address,
 			}
 		}
-		seen = append(seen, fmt.Sprintf("d=%s %s", r.Domain, r.Status))
+		note := string(r.Status)
+		if u := rep.unsigned[i]; r.Status == authres.ResultPass && len(u) > 0 {
+			note += ", does not sign " + strings.Join(u, " ")
+		}
+		seen = append(seen, fmt.Sprintf("d=%s %s", r.Domain, note))
 	}
 	if len(rep.DKIM) == 0 {
 		return fail("the message has no DKIM signature")

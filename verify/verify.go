@@ -11,7 +11,8 @@
 // known (RFC 7208, blitiri.com.ar/go/spf) and DMARC (RFC 7489, package
 // dmarc). The verdict is Genuine only when the From domain is under the
 // suffixes, a valid S/MIME signature from a configured anchor names that
-// exact address, and a passing DKIM signature aligns with the From domain.
+// exact address, and a passing DKIM signature aligns with the From domain
+// and signs every header field a reader is shown.
 //
 // The report's JSON form is documented in docs/verify-json.md.
 package verify
@@ -194,7 +195,8 @@ func (v *Verifier) Bytes(ctx context.Context, msg []byte) (*Report, error) {
 		rep.add(Check{Name: CheckDKIM, Status: authres.ResultNone, Reason: "no DKIM signature"})
 	}
 	for _, r := range dk {
-		rep.add(dkimCheck(r, fromDomain, adkim))
+		rep.unsigned = append(rep.unsigned, unsignedShown(r, h))
+		rep.add(dkimCheck(r, fromDomain, adkim, h))
 	}
 
 	// SPF and DMARC: reported, not part of the verdict (an aligned DKIM

@@ -406,3 +406,20 @@ func TestSPFAndDMARC(t *testing.T) {
 	rep = e.check(t, msg, o)
 	status(t, rep, verify.CheckDMARC, "none")
 }
+
+func TestDKIMMustSignWhatIsShown(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	sm := testsign.Detached(t, e.id, outer, testsign.Entity("x"))
+	// An aligned, valid signature that leaves Subject out: the Subject
+	// could be anything.
+	msg := testsign.DKIM(t, sm, e.keys, func(o *dkim.SignOptions) {
+		o.HeaderKeys = []string{"From", "Date", "To", "Message-ID", "Content-Type"}
+	})
+	rep := e.check(t, msg, e.opts())
+	notVerified(t, rep, "does not sign Subject")
+	c, _ := rep.Get(verify.CheckDKIM)
+	if c.Status != "pass" || c.Evidence["unsigned"] != "Subject" {
+		t.Fatalf("%+v", c)
+	}
+}
