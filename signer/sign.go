@@ -145,7 +145,9 @@ func (s *Signer) Sign(ctx context.Context, dst io.Writer, src io.Reader) (Result
 	if err != nil {
 		return res, fmt.Errorf("signer: reading message: %w", err)
 	}
-	entity := newSpool(in.Len() + in.Len()/8 + 1024)
+	// Sized for 7-bit input, which comes out the same size; what grows
+	// (8-bit text, binary) spills into further chunks of at most 4 MB.
+	entity := newSpool(in.Len() + in.Len()/64 + 4096)
 	if err := mime7bit.Normalize(entity, in); err != nil {
 		if errors.Is(err, mime7bit.ErrMIME) {
 			return res, fmt.Errorf("%w: %w", ErrMessage, err)
@@ -242,7 +244,31 @@ func (s *Signer) identity(ctx context.Context, addr string) (*pki.Identity, erro
 	case id == nil || id.Certificate == nil || id.Signer == nil:
 		return nil, fmt.Errorf("%w: %s: incomplete identity", ErrKey, addr)
 	}
+	if !namesAddress(id.Certificate.EmailAddresses, addr) {
+		// RULES S6 (RFC 8550 3): a signature whose certificate does not
+		// name the From address shows as forged in every mail reader.
+		return nil, fmt.Errorf("%w: certificate for %s names %v", ErrKey, addr, id.Certificate.EmailAddresses)
+	}
 	return id, nil
+}
+
+// namesAddress reports whether one of the rfc822Name SANs is addr (domain
+// case-insensitive, RFC 5321 2.4; local parts compared case-insensitively
+// too, as stores index them). An internationalised address is named in an
+// SmtpUTF8Mailbox SAN (RFC 9598) that crypto/x509 does not parse: it is
+// left to the store.
+func namesAddress(sans []string, addr string) bool {
+	for i := 0; i < len(addr); i++ {
+		if addr[i] >= 0x80 {
+			return true
+		}
+	}
+	for _, san := range sans {
+		if strings.EqualFold(san, addr) {
+			return true
+		}
+	}
+	return false
 }
 
 var idEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)
@@ -261,8 +287,11 @@ func (s *Signer) messageID(domain string) (string, error) {
 }
 
 // readEntity returns the entity to normalise: the Content-* fields, the
-// empty line and the rest of br, in one buffer sized from src when src
-// tells its length.
+// empty line and the rest of br, in one buffer. When src tells its length
+// the buffer is allocated once at the right size; otherwise the input is
+// first gathered in chunks and then copied once into a buffer of the right
+// size, which costs less than growing a buffer by doubling (that copies
+// the message again at every step and leaves up to twice its size).
 func readEntity(inner rfc5322.Header, br *bufio.Reader, src io.Reader) (*bytes.Buffer, error) {
 	size := 0
 	for _, f := range inner {
@@ -270,15 +299,20 @@ func readEntity(inner rfc5322.Header, br *bufio.Reader, src io.Reader) (*bytes.B
 	}
 	size += 2 + br.Buffered()
 	if n, ok := remaining(src); ok {
-		size += int(n)
-	} else {
-		size += 64 << 10
+		b := bytes.NewBuffer(make([]byte, 0, size+int(n)+bytes.MinRead))
+		inner.WriteTo(b) //nolint:errcheck // bytes.Buffer does not fail
+		if _, err := b.ReadFrom(br); err != nil {
+			return nil, err
+		}
+		return b, nil
 	}
-	b := bytes.NewBuffer(make([]byte, 0, size+bytes.MinRead))
-	inner.WriteTo(b) //nolint:errcheck // bytes.Buffer does not fail
-	if _, err := b.ReadFrom(br); err != nil {
+	chunks := newSpool(size + 32<<10)
+	inner.WriteTo(chunks) //nolint:errcheck // spool does not fail
+	if _, err := io.Copy(chunks, br); err != nil {
 		return nil, err
 	}
+	b := bytes.NewBuffer(make([]byte, 0, chunks.Len()))
+	chunks.Reader().(io.WriterTo).WriteTo(b) //nolint:errcheck // bytes.Buffer does not fail
 	return b, nil
 }
 

@@ -472,6 +472,16 @@ func TestKeyErrors(t *testing.T) {
 	opts.Identities = identities{"info@example.go.jp": &id}
 	test("S/MIME key fails", opts, ErrKey)
 
+	opts = f.options()
+	opts.Identities = identities{"info@example.go.jp": f.ca.Identity(t, "other@example.go.jp", pkitest.WithKeyType(pkitest.ECDSAP256))}
+	test("certificate for another address", opts, ErrKey) // RULES S6
+
+	opts = f.options()
+	opts.Identities = identities{"info@example.go.jp": f.ca.Identity(t, "INFO@Example.GO.JP", pkitest.WithKeyType(pkitest.ECDSAP256))}
+	if _, _, err := f.sign(t, opts, msg); err != nil {
+		t.Errorf("SAN in other case: %v", err)
+	}
+
 	if _, err := New(Options{}); !errors.Is(err, ErrKey) {
 		t.Errorf("New without DKIM: %v", err)
 	}
