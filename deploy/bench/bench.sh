@@ -141,14 +141,27 @@ v = sorted(float(x) for x in sys.stdin.read().split())
 q = lambda p: v[min(len(v) - 1, int(p * len(v)))] if v else float("nan")
 print("%.3fs/%.3fs" % (q(0.50), q(0.99)) if v else "n/a")'; }
 
+# warmup PORT: one message through the dumping sink; prints its file.
+warmup() {
+  local before i f
+  before=$(ls "$DUMP" | wc -l)
+  smtp-source -m 1 -l 2000 -f "$FROM" -t "$TO" 127.0.0.1:"$1" >&2
+  for ((i = 0; i < 300; i++)); do (($(ls "$DUMP" | wc -l) > before)) && break; sleep 0.1; done
+  sleep 0.3
+  f=$(ls -t "$DUMP"/* 2>/dev/null | head -1)
+  [ -n "$f" ] || { echo "bench: the warm-up message did not reach the sink" >&2; exit 1; }
+  echo "$f"
+}
+
 # ============================================================ (a) OpenDKIM
-run_opendkim() {
-  echo "== (a) Postfix $(postconf -d -h mail_version) + OpenDKIM $(opendkim -V 2>&1 | head -1 | awk '{print $NF}'), RSA-2048 relaxed/relaxed"
+A_PORT="" A_MASTER="" A_DKIM_PID="" A_LOG="" A_LOG_LINE=0
+setup_opendkim() {
+  echo "== (a) Postfix $(postconf -d -h mail_version) + OpenDKIM $(opendkim -V 2>&1 | head -1 | awk '{print $NF}'), RSA-2048 relaxed/relaxed, DKIM only"
   local D=$W/opendkim; mkdir -p "$D/conf" "$D/queue" "$D/data" "$D/keys"
   chown postfix "$D/data"
-  local DKIM_PORT PF_PORT; DKIM_PORT=$(freeport); PF_PORT=$(freeport)
+  local DKIM_PORT; DKIM_PORT=$(freeport); A_PORT=$(freeport)
   opendkim-genkey -b 2048 -h sha256 -d example.go.jp -s bench -D "$D/keys"
-  cat >"$D/opendkim.conf" <<EOF
+  cat >"$D/opendkim.conf" <<CONF
 Syslog                 no
 Background             yes
 PidFile                $D/opendkim.pid
@@ -162,14 +175,15 @@ Socket                 inet:$DKIM_PORT@127.0.0.1
 InternalHosts          127.0.0.1
 RequireSafeKeys        false
 OversignHeaders        From
-EOF
+CONF
   opendkim -x "$D/opendkim.conf"
   wait_port "$DKIM_PORT" 10
-  local dkim_pid; dkim_pid=$(cat "$D/opendkim.pid")
-  PIDS+=("$dkim_pid")
+  A_DKIM_PID=$(cat "$D/opendkim.pid")
+  PIDS+=("$A_DKIM_PID")
 
   PF_CONF=$D/conf
-  cat >"$D/conf/main.cf" <<EOF
+  A_LOG=$D/maillog
+  cat >"$D/conf/main.cf" <<CONF
 compatibility_level = 3.6
 queue_directory = $D/queue
 data_directory = $D/data
@@ -179,7 +193,7 @@ inet_interfaces = 127.0.0.1
 inet_protocols = ipv4
 mynetworks = 127.0.0.0/8
 smtpd_relay_restrictions = permit_mynetworks, reject
-maillog_file = $D/maillog
+maillog_file = $A_LOG
 maillog_file_prefixes = $D
 syslog_name = bench-opendkim
 relayhost = [127.0.0.1]:$SINK_PORT
@@ -197,86 +211,70 @@ smtpd_client_connection_count_limit = 0
 smtpd_client_connection_rate_limit = 0
 smtp_destination_concurrency_limit = 100
 message_size_limit = 52428800
-EOF
-  sed -e "s/^smtp      inet.*/127.0.0.1:$PF_PORT inet n - n - - smtpd/" \
+CONF
+  # Debian's master.cf, chroot off, smtpd on the bench port.
+  sed -e "s/^smtp      inet.*/127.0.0.1:$A_PORT inet n - n - - smtpd/" \
       -e 's/^\([a-z]*  *\(unix\|inet\|unix-dgram\|fifo\|pass\)  *[-ny]  *[-ny]\)  *y /\1 n /' \
       /etc/postfix/master.cf >"$D/conf/master.cf"
   grep -q "^postlog" "$D/conf/master.cf" || echo "postlog unix-dgram n - n - 1 postlogd" >>"$D/conf/master.cf"
   postfix -c "$D/conf" start >/dev/null
-  wait_port "$PF_PORT" 30
+  wait_port "$A_PORT" 30
+  A_MASTER=$(sed 1q "$D/queue/pid/master.pid" | tr -d ' ')
 
-  # Warm-up and proof that the baseline signs: one message through a
-  # dumping sink, its DKIM signature verified with dkimpy.
-  start_sink "$W/dump-a"
-  smtp-source -m 1 -l 2000 -f "$FROM" -t "$TO" 127.0.0.1:"$PF_PORT"
-  local i; for ((i = 0; i < 300; i++)); do [ -n "$(ls "$W/dump-a" 2>/dev/null)" ] && break; sleep 0.1; done
-  sleep 0.3
-  "$PY" - "$W/dump-a" "$D/keys/bench.txt" <<'EOF' || { echo "bench: OpenDKIM's signature does not verify" >&2; exit 1; }
-import sys, os, re, dkim
-d, txt = sys.argv[1], open(sys.argv[2]).read()
+  # Warm-up, and proof that the baseline signs: its DKIM signature
+  # verifies with dkimpy.
+  local f; f=$(warmup "$A_PORT")
+  "$PY" - "$f" "$D/keys/bench.txt" <<'PYEOF' || { echo "bench: OpenDKIM's signature does not verify" >&2; exit 1; }
+import sys, re, dkim
+f, txt = sys.argv[1], open(sys.argv[2]).read()
 rec = "".join(re.findall(r'"([^"]*)"', txt)).encode()
-f = os.path.join(d, sorted(os.listdir(d))[0])
 raw = open(f, "rb").read()
+# smtp-sink's dump starts with its own X- and Received fields: drop them.
 msg = raw[raw.index(b"DKIM-Signature:"):] if b"DKIM-Signature:" in raw else raw
 msg = msg.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 ok = dkim.verify(msg, dnsfunc=lambda name, timeout=5: rec)
-print("  warm-up: OpenDKIM signature (d=example.go.jp s=bench rsa-sha256 relaxed/relaxed) verifies with dkimpy:", ok)
+print("  warm-up: OpenDKIM's signature (d=example.go.jp s=bench rsa-sha256 relaxed/relaxed) verifies with dkimpy:", ok)
 sys.exit(0 if ok else 1)
-EOF
-  stop_sink
-  start_sink
-
-  local master; master=$(sed 1q "$D/queue/pid/master.pid" | tr -d ' ')
-  pf_pids() { echo "$master" "$dkim_pid"; pgrep -P "$master"; }
-  PF_LOG=$D/maillog
-  pf_lat() {
-    case $1 in
-      begin) PF_LOG_LINE=$(wc -l <"$PF_LOG") ;;
-      # delay= of each delivery: arrival (incl. the milter) to the sink's 250.
-      end) tail -n +"$((PF_LOG_LINE + 1))" "$PF_LOG" | grep 'status=sent' | sed 's/.* delay=\([0-9.]*\),.*/\1/' | quantiles ;;
-    esac
-  }
-  for size in $SIZES; do for s in $SESSIONS; do
-    run_load opendkim "$PF_PORT" "$s" "$size" pf_pids pf_lat
-  done; done
-  stop_sink
-  postfix -c "$D/conf" stop >/dev/null; PF_CONF=""
-  kill "$dkim_pid" 2>/dev/null || true
+PYEOF
+}
+a_pids() { echo "$A_MASTER" "$A_DKIM_PID"; pgrep -P "$A_MASTER"; }
+a_lat() {
+  case $1 in
+    begin) A_LOG_LINE=$(wc -l <"$A_LOG") ;;
+    # delay= of each delivery: arrival (with the milter) to the sink's 250.
+    end) tail -n +"$((A_LOG_LINE + 1))" "$A_LOG" | grep 'status=sent' | sed 's/.* delay=\([0-9.]*\),.*/\1/' | quantiles ;;
+  esac
 }
 
 # ============================================================ (b) kakuin
-run_kakuin() {
+B_PORT="" B_PID="" B_METRICS="" B_DIR=""
+setup_kakuin() {
   [ -x "$KAKUIN_BIN" ] || { echo "bench: $KAKUIN_BIN missing (make build)" >&2; exit 2; }
   echo "== (b) kakuin gateway ($KAKUIN_BIN), S/MIME + DKIM (rsa-sha256 + ed25519-sha256), RSA-2048"
-  local D=$W/kakuin; mkdir -p "$D"
-  "$KAKUIN_BIN" pki init --dir "$D/pki" --domain example.go.jp >/dev/null
-  local K_PORT M_PORT; K_PORT=$(freeport); M_PORT=$(freeport)
-  start_sink "$W/dump-b"
-  KAKUIN_PKI_DIR=$D/pki KAKUIN_LISTEN=127.0.0.1:$K_PORT KAKUIN_METRICS_LISTEN=127.0.0.1:$M_PORT \
-  KAKUIN_UPSTREAM=smtp://127.0.0.1:$SINK_PORT KAKUIN_UPSTREAM_PLAINTEXT=true KAKUIN_MAX_SESSIONS=400 KAKUIN_RATE_PER_MINUTE=10000000 \
-  KAKUIN_CLIENT_NETWORKS=127.0.0.0/8 ${KAKUIN_BENCH_ENV:-} \
-    "$KAKUIN_BIN" gateway >"$D/gateway.log" 2>&1 &
-  local kpid=$!
-  PIDS+=("$kpid")
-  wait_port "$K_PORT" 30
-
-  smtp-source -m 1 -l 2000 -f "$FROM" -t "$TO" 127.0.0.1:"$K_PORT"
-  local i; for ((i = 0; i < 300; i++)); do [ -n "$(ls "$W/dump-b" 2>/dev/null)" ] && break; sleep 0.1; done
-  sleep 0.3
-  local f; f=$(ls "$W"/dump-b/* | head -1)
+  B_DIR=$W/kakuin; mkdir -p "$B_DIR"
+  "$KAKUIN_BIN" pki init --dir "$B_DIR/pki" --domain example.go.jp >/dev/null
+  local mport; B_PORT=$(freeport); mport=$(freeport); B_METRICS=127.0.0.1:$mport
+  # Loopback is a client network here (no AUTH, as the Postfix baseline's
+  # mynetworks); the rate and session limits are raised above the load.
+  env KAKUIN_PKI_DIR="$B_DIR/pki" KAKUIN_LISTEN="127.0.0.1:$B_PORT" KAKUIN_METRICS_LISTEN="$B_METRICS" \
+    KAKUIN_UPSTREAM="smtp://127.0.0.1:$SINK_PORT" KAKUIN_UPSTREAM_PLAINTEXT=true \
+    KAKUIN_MAX_SESSIONS=400 KAKUIN_RATE_PER_MINUTE=10000000 KAKUIN_CLIENT_NETWORKS=127.0.0.0/8 ${KAKUIN_BENCH_ENV:-} \
+    "$KAKUIN_BIN" gateway >"$B_DIR/gateway.log" 2>&1 &
+  B_PID=$!
+  PIDS+=("$B_PID")
+  wait_port "$B_PORT" 30
+  local f; f=$(warmup "$B_PORT")
   if ! grep -q '^DKIM-Signature:' "$f" || ! grep -qi 'multipart/signed' "$f"; then
     echo "bench: kakuin's warm-up message is not sealed:" >&2; head -40 "$f" >&2; exit 1
   fi
   echo "  warm-up: kakuin's message carries S/MIME (multipart/signed) and DKIM-Signature"
-  stop_sink
-  start_sink
-
-  k_pids() { echo "$kpid"; }
-  k_lat() { # transaction_duration_seconds histogram: delta over the run
-    case $1 in
-      begin) curl -s "http://127.0.0.1:$M_PORT/metrics" >"$D/metrics.before" || true ;;
-      end) curl -s "http://127.0.0.1:$M_PORT/metrics" >"$D/metrics.after" || true
-        "$PY" - "$D/metrics.before" "$D/metrics.after" <<'EOF'
+}
+b_pids() { echo "$B_PID"; }
+b_lat() { # the transaction_duration_seconds histogram's change over the run
+  case $1 in
+    begin) curl -s "http://$B_METRICS/metrics" >"$B_DIR/metrics.before" || true ;;
+    end) curl -s "http://$B_METRICS/metrics" >"$B_DIR/metrics.after" || true
+      "$PY" - "$B_DIR/metrics.before" "$B_DIR/metrics.after" <<'PYEOF'
 import sys, re
 def buckets(path):
     b = {}
@@ -286,10 +284,9 @@ def buckets(path):
             b[float(m.group(1))] = float(m.group(2))
     return b
 a, b = buckets(sys.argv[1]), buckets(sys.argv[2])
-les = sorted(b)
-d = [(le, b[le] - a.get(le, 0)) for le in les]
+d = [(le, b[le] - a.get(le, 0)) for le in sorted(b)]
 total = d[-1][1] if d else 0
-def q(p):
+def q(p):  # linear interpolation inside the bucket, as histogram_quantile does
     want, prev_le, prev_c = p * total, 0.0, 0.0
     for le, c in d:
         if c >= want:
@@ -299,38 +296,51 @@ def q(p):
         prev_le, prev_c = le, c
     return float("nan")
 print("%.3fs/%.3fs" % (q(0.5), q(0.99)) if total else "n/a")
-EOF
-        ;;
-    esac
-  }
-  for size in $SIZES; do for s in $SESSIONS; do
-    run_load kakuin "$K_PORT" "$s" "$size" k_pids k_lat
-  done; done
-  local hwm; hwm=$(awk '/^VmHWM:/ {print $2}' /proc/"$kpid"/status)
-  echo "  kakuin VmHWM (peak RSS over all runs): $((hwm / 1024)) MB"
-  kill "$kpid"; wait "$kpid" 2>/dev/null || true
-  stop_sink
+PYEOF
+      ;;
+  esac
 }
 
-echo "bench: $(nproc) CPU(s), $(awk '/MemTotal/ {printf "%.1f GB", $2/1048576}' /proc/meminfo), $MESSAGES messages per run; $(date -u '+%Y-%m-%d %H:%M UTC')"
+# ============================================================ main
 case $WHICH in
-  opendkim) run_opendkim ;;
-  kakuin) run_kakuin ;;
-  all) run_opendkim; run_kakuin ;;
+  opendkim) SYSTEMS="opendkim" ;;
+  kakuin) SYSTEMS="kakuin" ;;
+  all) SYSTEMS="opendkim kakuin" ;;
   *) echo "usage: $0 [all|opendkim|kakuin]" >&2; exit 2 ;;
 esac
 
+echo "bench: $(nproc) CPU(s), $(awk '/MemTotal/ {printf "%.1f GB", $2/1048576}' /proc/meminfo), load average $(cut -d' ' -f1-3 /proc/loadavg) before the run; $MESSAGES messages per run; $(date -u '+%Y-%m-%d %H:%M UTC')"
+echo "bench: RSA-2048 signatures/s on all cores (openssl speed -multi $(nproc)): $(openssl speed -seconds 2 -multi "$(nproc)" rsa2048 2>/dev/null | awk '/^rsa 2048/ {print $6}')"
+DUMP=$W/dump
+start_sink "$DUMP"
+for sys in $SYSTEMS; do "setup_$sys"; done
+stop_sink
+start_sink
+# Interleaved: each configuration runs on (a), then at once on (b), so
+# that both see about the same machine load.
+for size in $SIZES; do for s in $SESSIONS; do
+  for sys in $SYSTEMS; do
+    case $sys in
+      opendkim) run_load opendkim "$A_PORT" "$s" "$size" a_pids a_lat ;;
+      kakuin) run_load kakuin "$B_PORT" "$s" "$size" b_pids b_lat ;;
+    esac
+  done
+done; done
+if [ -n "$B_PID" ]; then
+  echo "  kakuin VmHWM (peak RSS of the process over all runs): $(($(awk '/^VmHWM:/ {print $2}' /proc/"$B_PID"/status) / 1024)) MB"
+fi
+
 # Ratio b/a of end-to-end messages per second, same load, same run.
-"$PY" - "$RESULTS" <<'EOF'
+"$PY" - "$RESULTS" <<'PYEOF'
 import sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 r = {(x[0], x[1], x[2]): x for x in rows}
 print("\nsummary (msg/s end to end; b/a = kakuin / Postfix+OpenDKIM)")
-print("%-9s %-6s %14s %14s %8s %10s %10s" % ("sessions", "size", "a opendkim", "b kakuin", "b/a", "a peakMB", "b peakMB"))
+print("%-9s %-7s %11s %9s %6s %16s %16s %9s %9s" % ("sessions", "size", "a opendkim", "b kakuin", "b/a", "a p50/p99", "b p50/p99", "a peakMB", "b peakMB"))
 for (name, s, size), x in sorted(r.items(), key=lambda kv: (int(kv[0][2]), int(kv[0][1]))):
     if name != "opendkim":
         continue
     y = r.get(("kakuin", s, size))
     ratio = "%.2f" % (float(y[5]) / float(x[5])) if y and float(x[5]) > 0 else "-"
-    print("%-9s %-6s %14s %14s %8s %10s %10s" % (s, size, x[5], y[5] if y else "-", ratio, x[8], y[8] if y else "-"))
-EOF
+    print("%-9s %-7s %11s %9s %6s %16s %16s %9s %9s" % (s, size, x[5], y[5] if y else "-", ratio, x[7], y[7] if y else "-", x[8], y[8] if y else "-"))
+PYEOF
