@@ -161,6 +161,8 @@ type run struct {
 	mx     []lookup.MX
 	mxErr  error
 	nullMX bool
+	// mxAuthentic: the MX answer was DNSSEC-validated.
+	mxAuthentic bool
 }
 
 func (r *run) add(c Check) {
@@ -327,6 +329,7 @@ func (r *run) checkMX() {
 		r.add(dnsError("mx.resolves", err))
 		return
 	}
+	r.mxAuthentic = res.Authentic
 	nullMX := false
 	var hosts []string
 	for _, m := range res.Records {

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kakuin/kakuin/pki"
 	"github.com/kakuin/kakuin/verify/audit/audittest"
 	"github.com/kakuin/kakuin/verify/lookup"
 	"github.com/kakuin/kakuin/verify/lookup/lookuptest"
@@ -254,6 +255,7 @@ _smtp._tls TXT "v=TLSRPTv1; rua=mailto:t@stsgood.example.go.jp"`)
 	base("danegood.example.go.jp", ``)
 	e.dns.Add(`_25._tcp.mx.shared.example.go.jp. TLSA 3 1 1 ` + spkiHash(shared))
 	e.dns.SetAuthentic("_25._tcp.mx.shared.example.go.jp", true)
+	e.dns.SetAuthentic("danegood.example.go.jp", true)
 	e.dns.AddZone("danebad.example.go.jp", `
 @ SOA ns1 hostmaster 1 3600 600 86400 60
 @ MX 10 mx.danebad.example.go.jp.
@@ -303,6 +305,10 @@ _25._tcp.mx TLSA 3 1 1 `+spkiHash(dc)+"\n")
 	e.dns.SignZone("island.example.go.jp")
 	e.dns.Remove("island.example.go.jp", "DS")
 	base("example.com", ``)
+	e.dns.Add(`caa.example.go.jp. CAA 0 issuemail "ca.example.go.jp"`, `sub.caa.example.go.jp. MX 10 mx.shared.example.go.jp.`)
+	// kakuin's own selector of this month is found without --selectors.
+	rsaSel, _ := pki.DKIMSelectors(time.Now())
+	base("kakuinsel.example.go.jp", rsaSel+`._domainkey TXT "v=DKIM1; k=rsa; p=`+fakeRSA(2048)+`"`)
 
 	a, err := New(e.options("strict"))
 	if err != nil {
@@ -385,7 +391,8 @@ _25._tcp.mx TLSA 3 1 1 `+spkiHash(dc)+"\n")
 	test("danebad.example.go.jp", "dane.match", Fail, "matches no TLSA")
 	test("daneinsecure.example.go.jp", "dane.tlsa", Fail, "not DNSSEC-validated")
 	test("daneonly.example.go.jp", "starttls.certificate", Pass, "matches its DNSSEC-validated TLSA")
-	test("nomtasts.example.go.jp", "dane.tlsa", Pass, "") // shares danegood's MX
+	test("nomtasts.example.go.jp", "dane.tlsa", Fail, "MX records not DNSSEC-validated") // danegood's MX, from an unsigned zone
+	test("nomtasts.example.go.jp", "dane.match", Pass, "")
 	test("plain.example.go.jp", "starttls.offered", Fail, "not offered")
 	test("busy.example.go.jp", "starttls.offered", Error, "421")
 	test("busy.example.go.jp", "starttls.weak", Error, "")
@@ -413,6 +420,9 @@ _25._tcp.mx TLSA 3 1 1 `+spkiHash(dc)+"\n")
 	test("nodkim.example.go.jp", "domain.suffix", Pass, "")
 	test("nodkim.example.go.jp", "domain.ns", Warn, "")
 	test("nxdomain.example.go.jp", "domain.soa", Fail, "NXDOMAIN")
+	test("signed.example.go.jp", "caa.issuemail", Warn, "no CAA issuemail")
+	test("sub.caa.example.go.jp", "caa.issuemail", Pass, "CAA set found at caa.example.go.jp")
+	test("kakuinsel.example.go.jp", "dkim.present", Pass, "1 usable key")
 
 	// The island advice is the exact DS record to publish.
 	if c, _ := reports["island.example.go.jp"].Check("dnssec.signed"); !strings.Contains(c.Advice, "IN\tDS\t") {

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/kakuin/kakuin/pki"
 	"github.com/kakuin/kakuin/verify/dmarc"
 	"github.com/kakuin/kakuin/verify/lookup"
 	"github.com/kakuin/kakuin/verify/spf"
@@ -279,7 +280,12 @@ func def(s, d string) string {
 func (r *run) checkDKIM() {
 	sels := map[string]bool{}
 	var order []string
-	for _, s := range append(append([]string(nil), r.a.opts.Selectors...), CommonSelectors...) {
+	// kakuin's own selectors (pki.DKIMSelectors) of this month and the last.
+	now := r.a.opts.Now()
+	rsaNow, edNow := pki.DKIMSelectors(now)
+	rsaLast, edLast := pki.DKIMSelectors(now.AddDate(0, 0, -now.Day()))
+	own := []string{rsaNow, edNow, rsaLast, edLast}
+	for _, s := range append(append(append([]string(nil), r.a.opts.Selectors...), own...), CommonSelectors...) {
 		s = strings.ToLower(strings.TrimSpace(s))
 		if s != "" && !sels[s] {
 			sels[s] = true
@@ -444,10 +450,27 @@ func (r *run) checkTLSRPT() {
 
 func (r *run) checkCAA() {
 	c := Check{ID: "caa.issuemail", Status: Pass}
-	res, err := r.a.r.LookupCAA(r.ctx, r.domain)
-	if err != nil {
-		r.add(dnsError(c.ID, err))
-		return
+	// RFC 8659 3: the relevant CAA set is the one of the closest name,
+	// climbing towards the root; here up to the public suffix.
+	var res lookup.Result[lookup.CAA]
+	for name := r.domain; ; {
+		var err error
+		res, err = r.a.r.LookupCAA(r.ctx, name)
+		if err != nil {
+			r.add(dnsError(c.ID, err))
+			return
+		}
+		if len(res.Records) > 0 {
+			if name != r.domain {
+				c.Evidence = append(c.Evidence, "CAA set found at "+name)
+			}
+			break
+		}
+		i := strings.IndexByte(name, '.')
+		if i < 0 || name == dmarc.OrganizationalDomain(name) {
+			break // do not climb into the public suffix
+		}
+		name = name[i+1:]
 	}
 	for _, x := range res.Records {
 		c.Evidence = append(c.Evidence, fmt.Sprintf("CAA %d %s %q", x.Flag, x.Tag, x.Value))

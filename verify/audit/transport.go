@@ -2,6 +2,7 @@ package audit
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"crypto/sha512"
 	"crypto/tls"
@@ -189,14 +190,18 @@ func (r *run) checkMTASTS() {
 		r.add(notProbed("mtasts.mx"))
 		return
 	}
-	p, body, err := mtasts.Fetch(r.ctx, r.domain, mtasts.FetchOptions{Addr: r.a.opts.MTASTSAddr, RootCAs: r.a.opts.RootCAs, Timeout: r.a.opts.ProbeTimeout})
+	p, body, err := mtasts.Fetch(r.ctx, r.domain, mtasts.FetchOptions{Addr: r.a.opts.MTASTSAddr, RootCAs: r.a.opts.RootCAs, Timeout: r.a.opts.ProbeTimeout,
+		LookupIP: func(ctx context.Context, host string) ([]string, error) {
+			res, err := r.a.r.LookupIP(ctx, host)
+			return res.Records, err
+		}})
 	pc := Check{ID: "mtasts.policy", Status: Pass}
 	if err != nil {
 		// A policy that cannot be had is the domain's problem (RFC 8461
 		// 3.3), except when the network itself failed.
 		pc.Status, pc.Advice = Fail, polAdvice
 		var ne interface{ Timeout() bool }
-		if errors.As(err, &ne) && ne.Timeout() {
+		if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, lookup.ErrTemporary) {
 			pc.Status = Error
 		}
 		pc.Evidence = []string{err.Error()}
@@ -264,11 +269,20 @@ func (r *run) checkDANE(probes map[string]*probeResult) {
 			tc.Status = worst(tc.Status, Fail)
 			tc.Evidence = append(tc.Evidence, name+": no usable TLSA record (usage 2 or 3)")
 			advice = append(advice, rec)
+		case !r.mxAuthentic:
+			// RFC 7672 2.2.1: DANE applies only when the MX RRset is
+			// DNSSEC-validated too.
+			tc.Status = worst(tc.Status, Fail)
+			tc.Evidence = append(tc.Evidence, r.domain+": MX records not DNSSEC-validated: senders ignore the TLSA records (RFC 7672 2.2.1)")
+			advice = append(advice, "sign the zone of "+r.domain)
 		case !res.Authentic:
 			// RFC 7672 2.2: TLSA records count only when DNSSEC-validated.
 			tc.Status = worst(tc.Status, Fail)
 			tc.Evidence = append(tc.Evidence, name+": TLSA not DNSSEC-validated (no AD bit): ignored by senders (RFC 7672 2.2)")
 			advice = append(advice, "sign the zone holding "+name)
+		}
+		if len(usable) == 1 {
+			tc.Evidence = append(tc.Evidence, name+": one usable record: publish the next key's too before rolling over (RFC 7671 8.1)")
 		}
 		switch {
 		case len(usable) == 0:

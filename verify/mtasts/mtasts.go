@@ -274,6 +274,10 @@ type FetchOptions struct {
 	// mta-sts.<domain>:443; the certificate is still checked for
 	// mta-sts.<domain>. Tests point it at loopback.
 	Addr string
+	// LookupIP, if set, resolves mta-sts.<domain> (when Addr is empty),
+	// so that the policy host is found through the same resolver as the
+	// record. Nil means the system resolver.
+	LookupIP func(ctx context.Context, host string) ([]string, error)
 	// RootCAs verifies the server's certificate. Nil means the system
 	// roots.
 	RootCAs *x509.CertPool
@@ -298,8 +302,22 @@ func Fetch(ctx context.Context, domain string, opts FetchOptions) (*Policy, stri
 		DisableKeepAlives: true,
 		Proxy:             nil,
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			if opts.Addr != "" {
+			switch {
+			case opts.Addr != "":
 				addr = opts.Addr
+			case opts.LookupIP != nil:
+				h, port, err := net.SplitHostPort(addr)
+				if err != nil {
+					return nil, err
+				}
+				ips, err := opts.LookupIP(ctx, h)
+				if err != nil {
+					return nil, err
+				}
+				if len(ips) == 0 {
+					return nil, fmt.Errorf("%s has no address", h)
+				}
+				addr = net.JoinHostPort(ips[0], port)
 			}
 			return dialer.DialContext(ctx, network, addr)
 		},
