@@ -209,6 +209,13 @@ func TestKeys(t *testing.T) {
 	if _, err := Sign(strings.NewReader("Subject: x\r\n\r\n"), keys, Options{}); !errors.Is(err, ErrMessage) {
 		t.Errorf("no From: %v", err)
 	}
+	// fuzz b055ec39: no empty line after the header; verifiers need it.
+	if _, err := Sign(strings.NewReader("From: a@example.go.jp\r\n"), keys, Options{}); !errors.Is(err, ErrMessage) {
+		t.Errorf("no empty line: %v", err)
+	}
+	if _, err := Sign(strings.NewReader("From: a@example.go.jp\r\n\nbody\r\n"), keys, Options{}); !errors.Is(err, ErrMessage) {
+		t.Errorf("LF empty line: %v", err)
+	}
 	if _, err := Sign(strings.NewReader(" bad\r\n\r\n"), keys, Options{}); !errors.Is(err, ErrMessage) {
 		t.Errorf("bad header: %v", err)
 	}
