@@ -31,6 +31,7 @@ import (
 	"testing"
 
 	"github.com/kakuin/kakuin/govdomain"
+	"github.com/kakuin/kakuin/pki"
 )
 
 // interopDomains are the domains the interop PKI is made for; the corpus
@@ -264,11 +265,12 @@ func (f *fixture) checkMessage(t *testing.T, msg []byte) {
 	if !bytes.Equal(out, s.entity) {
 		t.Errorf("openssl's content differs from the signed entity (%d vs %d bytes)", len(out), len(s.entity))
 	}
+	from := headerAddress(t, s.header.Get("From"))
+	checkSignerAddress(t, signedPath+".signer.pem", from)
 	// NSS.
 	if err := f.nss(sigPath, entityPath); err != nil {
 		t.Errorf("nss cmsutil: %v", err)
 	}
-	from := headerAddress(t, s.header.Get("From"))
 	// The header stayed outside, the content went in unchanged.
 	checkHeader(t, msg, s)
 	checkContent(t, msg, s.entity)
@@ -303,6 +305,24 @@ func (f *fixture) checkMessage(t *testing.T, msg []byte) {
 	}
 }
 
+// checkSignerAddress: the certificate OpenSSL verified names the From
+// address as its rfc822Name SAN (RFC 8550 3, RULES S6): local part exact,
+// domain case-insensitive.
+func checkSignerAddress(t *testing.T, pemPath, from string) {
+	t.Helper()
+	certs, err := pki.LoadCertificates(pemPath)
+	if err != nil || len(certs) != 1 {
+		t.Fatalf("openssl -signer output: %d certificates, %v", len(certs), err)
+	}
+	at := strings.LastIndexByte(from, '@')
+	for _, e := range certs[0].EmailAddresses {
+		if i := strings.LastIndexByte(e, '@'); i >= 0 && e[:i] == from[:at] && strings.EqualFold(e[i:], from[at:]) {
+			return
+		}
+	}
+	t.Errorf("signer certificate SANs %v do not name From %s", certs[0].EmailAddresses, from)
+}
+
 func write(t *testing.T, dir, name string, b []byte) string {
 	t.Helper()
 	p := filepath.Join(dir, name)
@@ -314,7 +334,8 @@ func write(t *testing.T, dir, name string, b []byte) string {
 
 // openssl verifies signedPath with the development root alone: no default
 // CA file, directory or store (OpenSSL 3.0 flags), S/MIME signing purpose.
-// It returns the content openssl outputs. Text mode, as in the README: with
+// It returns the content openssl outputs, and leaves the signer
+// certificate it verified in signedPath.signer.pem. Text mode, as in the README: with
 // -binary, OpenSSL 3.0 splits a CRLF multipart/signed with LF line ends
 // and keeps the CR of the closing delimiter, so it never verifies a CRLF
 // message; checkSevenBit and NSS cover the exact bytes.
@@ -322,7 +343,7 @@ func (f *fixture) openssl(dir, signedPath string) ([]byte, error) {
 	outPath := signedPath + ".content"
 	cmd := exec.Command("openssl", "cms", "-verify", "-in", signedPath,
 		"-CAfile", filepath.Join(f.pkiDir, "trust-anchors.pem"), "-no-CApath", "-no-CAstore",
-		"-purpose", "smimesign", "-out", outPath)
+		"-purpose", "smimesign", "-out", outPath, "-signer", signedPath+".signer.pem")
 	cmd.Dir = dir
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("%v: %s", err, bytes.TrimSpace(out))
