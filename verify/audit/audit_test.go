@@ -494,9 +494,18 @@ func TestSharedMXProbedOnce(t *testing.T) {
 	if got != 20 {
 		t.Fatalf("%d reports", got)
 	}
-	// One session plus the three weak-protocol probes.
+	// One session plus the three weak-protocol probes, one at a time,
+	// ProbeInterval apart.
 	if n := srv.Conns(); n != 4 {
 		t.Fatalf("shared MX got %d connections, want 4", n)
+	}
+	// Each connection is accepted after the previous one's greeting,
+	// exchange and release plus the interval: the gaps prove both.
+	at := srv.Accepted()
+	for i := 1; i < len(at); i++ {
+		if gap := at[i].Sub(at[i-1]); gap < 20*time.Millisecond {
+			t.Errorf("connections %d and %d only %v apart", i-1, i, gap)
+		}
 	}
 }
 

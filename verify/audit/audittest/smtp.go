@@ -40,8 +40,11 @@ type SMTPServer struct {
 	Addr string
 	cfg  SMTPConfig
 
-	mu    sync.Mutex
-	conns int
+	mu        sync.Mutex
+	conns     int
+	active    int
+	maxActive int
+	accepted  []time.Time
 }
 
 // NewSMTPServer starts a server; it stops in tb.Cleanup.
@@ -67,10 +70,14 @@ func NewSMTPServer(tb testing.TB, cfg SMTPConfig) *SMTPServer {
 			}
 			s.mu.Lock()
 			s.conns++
+			s.active++
+			s.maxActive = max(s.maxActive, s.active)
+			s.accepted = append(s.accepted, time.Now())
 			s.mu.Unlock()
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
+				defer func() { s.mu.Lock(); s.active--; s.mu.Unlock() }()
 				defer c.Close()
 				c.SetDeadline(time.Now().Add(10 * time.Second))
 				go func() { <-done; c.Close() }()
@@ -91,6 +98,20 @@ func (s *SMTPServer) Conns() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.conns
+}
+
+// MaxActive is the most connections the server held at once.
+func (s *SMTPServer) MaxActive() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.maxActive
+}
+
+// Accepted returns when each connection was accepted.
+func (s *SMTPServer) Accepted() []time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]time.Time(nil), s.accepted...)
 }
 
 func (s *SMTPServer) serve(c net.Conn) {
