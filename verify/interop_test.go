@@ -72,7 +72,7 @@ func tamper(t *testing.T, msg []byte, old, new string) []byte {
 func TestInteropOpenSSLSMIME(t *testing.T) {
 	t.Parallel()
 	v := smimeverify.New(smimeverify.Options{Roots: interopAnchors(t), Now: func() time.Time { return interopNow }})
-	for _, name := range []string{"smime/openssl-detached.eml", "smime/openssl-opaque.eml"} {
+	for _, name := range []string{"smime/openssl-detached.eml", "smime/openssl-opaque.eml", "smime/openssl-pss.eml"} {
 		msg := readFixture(t, name)
 		r := v.Verify(msg, "taro@example.go.jp")
 		if r.Status != authres.ResultPass || r.Organization() != "Ministry of Interop Testing" || len(r.Chain) != 3 {
@@ -86,6 +86,27 @@ func TestInteropOpenSSLSMIME(t *testing.T) {
 	bad := tamper(t, readFixture(t, "smime/openssl-detached.eml"), "only a test", "only a jest")
 	if r := v.Verify(bad, "taro@example.go.jp"); r.Status != authres.ResultFail || !strings.Contains(r.Reason, "altered") {
 		t.Errorf("tampered detached: %s %s", r.Status, r.Reason)
+	}
+	// RSASSA-PSS, named as such; its text changed fails.
+	pss := readFixture(t, "smime/openssl-pss.eml")
+	if r := v.Verify(pss, "taro@example.go.jp"); r.Algorithm != "rsa-pss-sha256" {
+		t.Errorf("pss algorithm %q", r.Algorithm)
+	}
+	if r := v.Verify(tamper(t, pss, "only a test", "only a jest"), "taro@example.go.jp"); r.Status != authres.ResultFail || !strings.Contains(r.Reason, "altered") {
+		t.Errorf("tampered pss: %s %s", r.Status, r.Reason)
+	}
+	// The last octets of the signature value (near the end of the
+	// base64), changed.
+	end := bytes.LastIndex(pss, []byte("\n------"))
+	badSig := append([]byte(nil), pss...)
+	k := end - 12
+	if badSig[k] == 'A' {
+		badSig[k] = 'B'
+	} else {
+		badSig[k] = 'A'
+	}
+	if r := v.Verify(badSig, "taro@example.go.jp"); r.Status != authres.ResultFail || !strings.Contains(r.Reason, "RSASSA-PSS") {
+		t.Errorf("pss with a changed signature: %s %s", r.Status, r.Reason)
 	}
 	// The opaque one's base64 content, changed.
 	op := readFixture(t, "smime/openssl-opaque.eml")

@@ -68,12 +68,15 @@ printf 'Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 7b
 { outer taro@example.go.jp opaque
   openssl cms -sign -nodetach -in "$tmp/entity" -signer smime/signer.pem -inkey smime/test-only-signer.key \
     -certfile smime/issuing.pem -md sha256 -crlfeol; } >smime/openssl-opaque.eml
+{ outer taro@example.go.jp pss
+  openssl cms -sign -in "$tmp/entity" -signer smime/signer.pem -inkey smime/test-only-signer.key \
+    -certfile smime/issuing.pem -md sha256 -keyopt rsa_padding_mode:pss -crlfeol; } >smime/openssl-pss.eml
 { outer taro@example.go.jp jiro
   openssl cms -sign -in "$tmp/entity" -signer smime/jiro.pem -inkey smime/test-only-jiro.key \
     -certfile smime/issuing.pem -md sha256 -crlfeol; } >smime/openssl-wrong-address.eml
 
 # OpenSSL itself must accept what it made (against the root alone).
-for m in detached opaque; do
+for m in detached opaque pss; do
   openssl cms -verify -in smime/openssl-$m.eml -CAfile smime/root.pem -purpose smimesign -out /dev/null 2>/dev/null \
     || { echo "openssl cannot verify smime/openssl-$m.eml" >&2; exit 1; }
 done

@@ -311,8 +311,14 @@ func (v *Verifier) verifySigner(r *Result, q *pkcs7.PKCS7) {
 	now := v.now()
 	// Digest and signature only (nil trust store): the chain is judged
 	// below with our own rules. The library also refuses a signingTime
-	// outside the signer's validity.
-	if err := q.VerifyWithChainAtTime(nil, now); err != nil {
+	// outside the signer's validity. RSASSA-PSS, which the library does
+	// not know, is checked here (RULES S3).
+	verifySig := q.VerifyWithChainAtTime
+	if si.DigestEncryptionAlgorithm.Algorithm.Equal(oidRSAPSS) {
+		r.Algorithm = strings.Replace(r.Algorithm, "rsa-", "rsa-pss-", 1)
+		verifySig = func(*x509.CertPool, time.Time) error { return verifyPSS(q, ee) }
+	}
+	if err := verifySig(nil, now); err != nil {
 		var md *pkcs7.MessageDigestMismatchError
 		var st *pkcs7.SigningTimeNotValidError
 		switch {
