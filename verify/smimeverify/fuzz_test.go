@@ -1,6 +1,8 @@
 package smimeverify_test
 
 import (
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -19,6 +21,12 @@ func FuzzVerify(f *testing.F) {
 	f.Add(testsign.Detached(f, id, outer, testsign.Entity("hello")))
 	f.Add(testsign.Opaque(f, id, outer, testsign.Entity("hello")))
 	f.Add(testsign.CRLF(outer + "Content-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: multipart/signed; protocol=application/pkcs7-signature; boundary=c\n\n--c\n\nx\n--c--\n--b--\n"))
+	// The openssl-made fixtures, RSASSA-PSS among them.
+	for _, name := range []string{"openssl-detached.eml", "openssl-opaque.eml", "openssl-pss.eml"} {
+		if b, err := os.ReadFile(filepath.Join("..", "..", "testdata", "interop", "smime", name)); err == nil {
+			f.Add(b)
+		}
+	}
 	v := smimeverify.New(smimeverify.Options{Roots: ca.Roots(), Now: time.Now})
 	f.Fuzz(func(t *testing.T, msg []byte) {
 		r := v.Verify(msg, addr)
