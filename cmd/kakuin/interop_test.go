@@ -3,8 +3,9 @@ package main
 // Interoperability: `kakuin sign` output checked by the verifiers a
 // recipient would use. OpenSSL (`openssl cms -verify`) and NSS (`cmsutil`,
 // what Thunderbird verifies with) check the S/MIME signature against the
-// development root alone; dkimpy checks both DKIM signatures with the keys
-// from the DIR/dns.zone that `kakuin pki init` tells operators to publish.
+// development root alone; dkimpy checks both DKIM signatures, and Perl's
+// Mail::DKIM (rsa-sha256 only in Debian 12) the RSA one, with the keys from
+// the DIR/dns.zone that `kakuin pki init` tells operators to publish.
 // These are real programs from Debian packages (`make deps`): when one is
 // missing the tests fail, they never skip.
 
@@ -96,6 +97,9 @@ func requiredTools() (python string, err error) {
 	}
 	if out, err := exec.Command(python, "-c", "import dkim, nacl, dns.zone").CombinedOutput(); err != nil {
 		missing = append(missing, fmt.Sprintf("%s with dkim, nacl and dns (%v: %s)", python, err, bytes.TrimSpace(out)))
+	}
+	if out, err := exec.Command("perl", "-MMail::DKIM::Verifier", "-MNet::DNS::ZoneFile", "-e", "1").CombinedOutput(); err != nil {
+		missing = append(missing, fmt.Sprintf("perl with Mail::DKIM (%v: %s)", err, bytes.TrimSpace(out)))
 	}
 	if len(missing) > 0 {
 		return "", fmt.Errorf("missing %s: run make deps (KAKUIN_TEST_PYTHON names a Python with python3-dkim)", strings.Join(missing, ", "))
@@ -303,6 +307,20 @@ func (f *fixture) checkMessage(t *testing.T, msg []byte) {
 	if err := dkimAllFail(dk[fromPath]); err != nil {
 		t.Errorf("dkimpy, From changed: %v", err)
 	}
+	// Mail::DKIM, the same three.
+	md, err := f.mailDKIM(signedPath, tPath, fromPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mailDKIMResults(md[signedPath], "pass"); err != nil {
+		t.Errorf("Mail::DKIM, signed message: %v", err)
+	}
+	if err := mailDKIMResults(md[tPath], "fail"); err != nil {
+		t.Errorf("Mail::DKIM, one body byte changed: %v", err)
+	}
+	if err := mailDKIMResults(md[fromPath], "fail"); err != nil {
+		t.Errorf("Mail::DKIM, From changed: %v", err)
+	}
 }
 
 // checkSignerAddress: the certificate OpenSSL verified names the From
@@ -370,23 +388,56 @@ func (f *fixture) nss(sigPath, entityPath string) error {
 // dkim runs dkimpy once over the named message files and returns, per
 // file, the signatures' result lines ("pass a=ALG d=D s=S", "fail ...").
 func (f *fixture) dkim(files ...string) (map[string][]string, error) {
-	cmd := exec.Command(f.python, append([]string{filepath.Join("..", "..", "testdata", "scripts", "dkimverify.py"),
-		filepath.Join(f.pkiDir, "dns.zone")}, files...)...)
+	return runDKIMScript(f.python, "dkimverify.py", f.pkiDir, files)
+}
+
+// mailDKIM does the same with Perl's Mail::DKIM.
+func (f *fixture) mailDKIM(files ...string) (map[string][]string, error) {
+	return runDKIMScript("perl", "dkimverify.pl", f.pkiDir, files)
+}
+
+func runDKIMScript(interp, script, pkiDir string, files []string) (map[string][]string, error) {
+	cmd := exec.Command(interp, append([]string{filepath.Join("..", "..", "testdata", "scripts", script),
+		filepath.Join(pkiDir, "dns.zone")}, files...)...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if ee, ok := err.(*exec.ExitError); err != nil && (!ok || ee.ExitCode() != 1) {
-		return nil, fmt.Errorf("dkimverify.py: %v: %s", err, stderr.Bytes())
+		return nil, fmt.Errorf("%s: %v: %s", script, err, stderr.Bytes())
 	}
 	res := map[string][]string{}
 	for line := range strings.Lines(string(out)) {
 		file, result, ok := strings.Cut(strings.TrimSpace(line), ": ")
 		if !ok || !slices.Contains(files, file) {
-			return nil, fmt.Errorf("dkimverify.py: unexpected line %q", line)
+			return nil, fmt.Errorf("%s: unexpected line %q", script, line)
 		}
 		res[file] = append(res[file], result)
 	}
 	return res, nil
+}
+
+// mailDKIMResults checks Mail::DKIM's lines: Debian 12's Mail::DKIM knows
+// rsa-sha256 only, so the rsa-sha256 signature has result want and the
+// ed25519-sha256 one is "invalid (unsupported algorithm)", which such a
+// receiver ignores (RFC 6376 6.1): the reason Ed25519 never signs alone
+// (RULES D3).
+func mailDKIMResults(lines []string, want string) error {
+	var rsa, ed int
+	for _, l := range lines {
+		switch {
+		case strings.HasPrefix(l, want+" a=rsa-sha256 "):
+			rsa++
+		case strings.HasPrefix(l, "invalid a=ed25519-sha256 ") && strings.Contains(l, "unsupported algorithm"),
+			strings.HasPrefix(l, want+" a=ed25519-sha256 "): // a Mail::DKIM that knows ed25519
+			ed++
+		default:
+			return fmt.Errorf("unexpected result %q (want rsa-sha256 %s)", l, want)
+		}
+	}
+	if rsa != 1 || ed != 1 {
+		return fmt.Errorf("%d rsa-sha256 and %d ed25519-sha256 results, want 1 and 1: %q", rsa, ed, lines)
+	}
+	return nil
 }
 
 // dkimPass checks dkimpy's lines for a signed message: exactly one passing
