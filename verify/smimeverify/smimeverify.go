@@ -226,7 +226,9 @@ func (v *Verifier) Verify(msg []byte, from string) *Result {
 		return r
 	}
 	if len(p7.Signers) == 0 {
-		return r.permerror("%w: no signerInfos", ErrMalformed)
+		// The library reads only issuerAndSerialNumber signer identifiers:
+		// a subjectKeyIdentifier one (CMS version 3) ends up here too.
+		return r.permerror("%w: no signerInfo this verifier can read (signers identified by subjectKeyIdentifier are not supported)", ErrMalformed)
 	}
 	// Several signers: one that passes is enough (RFC 5652 5.1, RFC 8551
 	// 2.4.2); otherwise the first failure is reported.
