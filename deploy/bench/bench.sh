@@ -97,6 +97,20 @@ sample_mem() {
   done
 }
 
+# cpu_ticks COMMAND: clock ticks of CPU (user + system, and of reaped
+# children: a Postfix master's cutime/cstime hold its exited daemons)
+# used so far by the pids the command prints. Machine-load independent:
+# the fairest figure on a shared, noisy machine.
+CLK_TCK=$(getconf CLK_TCK)
+cpu_ticks() {
+  local p t=0 v
+  for p in $($1 2>/dev/null); do
+    v=$(sed 's/.*) //' /proc/"$p"/stat 2>/dev/null | awk '{print $12 + $13 + $14 + $15}')
+    t=$((t + ${v:-0}))
+  done
+  echo "$t"
+}
+
 # ---------------------------------------------------------------- one run
 # run NAME PORT SESSIONS SIZE MEMCMD LATENCYCMD-PREFIX
 RESULTS=$W/results.tsv
@@ -109,6 +123,7 @@ run_load() {
   "$latfn" begin
   sample_mem "$memcmd" "$W/mem.peak" &
   local mpid=$!
+  local c0 c1; c0=$(cpu_ticks "$memcmd")
   t0=$(date +%s.%N)
   smtp-source -s "$s" -m "$MESSAGES" -l "$size" -f "$FROM" -t "$TO" 127.0.0.1:"$port" >"$W/source.out" 2>&1 || true
   t1=$(date +%s.%N)
@@ -120,18 +135,19 @@ run_load() {
     sleep 0.05
   done
   t2=$(date +%s.%N)
+  c1=$(cpu_ticks "$memcmd")
   kill "$mpid" 2>/dev/null; wait "$mpid" 2>/dev/null || true
   local lat; lat=$("$latfn" end)
   local errs; errs=$(grep -c -i 'error\|fatal\|warning' "$W/source.out" || true)
-  "$PY" - "$name" "$s" "$size" "$MESSAGES" "$((got - base))" "$t0" "$t1" "$t2" "$(cat "$W/mem.peak" 2>/dev/null || echo 0)" "$lat" "$errs" >>"$RESULTS" <<'EOF'
+  "$PY" - "$name" "$s" "$size" "$MESSAGES" "$((got - base))" "$t0" "$t1" "$t2" "$(cat "$W/mem.peak" 2>/dev/null || echo 0)" "$lat" "$errs" "$(( (c1 - c0) * 1000 / CLK_TCK ))" >>"$RESULTS" <<'EOF'
 import sys
-name, s, size, n, got, t0, t1, t2, mem, lat, errs = sys.argv[1:]
+name, s, size, n, got, t0, t1, t2, mem, lat, errs, cpums = sys.argv[1:]
 t0, t1, t2 = float(t0), float(t1), float(t2)
 n, got = int(n), int(got)
 print("\t".join([name, s, size, str(n), str(got), "%.1f" % (got / (t2 - t0)), "%.1f" % (n / (t1 - t0)),
-                 lat, "%.0f" % (int(mem) / 1024), errs]))
+                 lat, "%.0f" % (int(mem) / 1024), errs, "%.2f" % (int(cpums) / max(got, 1))]))
 EOF
-  tail -1 "$RESULTS" | awk -F'\t' '{printf "  %-9s sessions=%-3s size=%-6s delivered=%s/%s  %s msg/s end-to-end (accepted %s msg/s)  latency p50/p99 %s  peak memory (sum of Pss) %s MB  source errors %s\n", $1,$2,$3,$5,$4,$6,$7,$8,$9,$10}'
+  tail -1 "$RESULTS" | awk -F'\t' '{printf "  %-9s sessions=%-3s size=%-6s delivered=%s/%s  %s msg/s end-to-end (accepted %s msg/s)  latency p50/p99 %s  peak memory (sum of Pss) %s MB  CPU %s ms/msg  source errors %s\n", $1,$2,$3,$5,$4,$6,$7,$8,$9,$11,$10}'
 }
 
 # quantiles from a list of seconds on stdin: "p50/p99"
@@ -336,11 +352,14 @@ import sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 r = {(x[0], x[1], x[2]): x for x in rows}
 print("\nsummary (msg/s end to end; b/a = kakuin / Postfix+OpenDKIM)")
-print("%-9s %-7s %11s %9s %6s %16s %16s %9s %9s" % ("sessions", "size", "a opendkim", "b kakuin", "b/a", "a p50/p99", "b p50/p99", "a peakMB", "b peakMB"))
+print("%-9s %-7s %11s %9s %6s %16s %16s %9s %9s %10s %10s %7s" % ("sessions", "size", "a opendkim", "b kakuin", "b/a", "a p50/p99", "b p50/p99", "a peakMB", "b peakMB", "a CPUms/m", "b CPUms/m", "a/b CPU"))
 for (name, s, size), x in sorted(r.items(), key=lambda kv: (int(kv[0][2]), int(kv[0][1]))):
     if name != "opendkim":
         continue
     y = r.get(("kakuin", s, size))
     ratio = "%.2f" % (float(y[5]) / float(x[5])) if y and float(x[5]) > 0 else "-"
-    print("%-9s %-7s %11s %9s %6s %16s %16s %9s %9s" % (s, size, x[5], y[5] if y else "-", ratio, x[7], y[7] if y else "-", x[8], y[8] if y else "-"))
+    cratio = "%.2f" % (float(x[10]) / float(y[10])) if y and float(y[10]) > 0 else "-"
+    print("%-9s %-7s %11s %9s %6s %16s %16s %9s %9s %10s %10s %7s" % (s, size, x[5], y[5] if y else "-", ratio, x[7], y[7] if y else "-", x[8], y[8] if y else "-", x[10], y[10] if y else "-", cratio))
+print("CPUms/m: CPU time of the system under test per message (Postfix master, its daemons and OpenDKIM; the kakuin process);")
+print("a/b CPU: how many times more CPU (a) spends per message than (b): the machine-load-independent ratio.")
 PYEOF
