@@ -21,6 +21,12 @@ func FuzzSign(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
+	dkimOnly := fx.options()
+	dkimOnly.Identities, dkimOnly.MissingCertificate = nil, DKIMOnly
+	d, err := New(dkimOnly)
+	if err != nil {
+		f.Fatal(err)
+	}
 	f.Add([]byte(plain))
 	f.Add([]byte("From: info@example.go.jp\nSubject: x\n\nbody\n"))
 	f.Add([]byte("From: info@example.go.jp\r\n\r\n"))
@@ -28,7 +34,17 @@ func FuzzSign(f *testing.F) {
 		"--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n--b\r\nContent-Type: application/octet-stream\r\n\r\n\x00\xff\r\n--b--\r\n"))
 	f.Add([]byte("From: \"info@example.go.jp\" <evil@example.com>\r\n\r\nx"))
 	f.Add([]byte("From: info@example.go.jp\r\nContent-Type: text/plain\r\nContent-Type: text/html\r\n\r\nx"))
+	f.Add([]byte("From: info@example.go.jp"))
 	f.Fuzz(func(t *testing.T, msg []byte) {
+		var dout bytes.Buffer
+		if _, err := d.Sign(context.Background(), &dout, bytes.NewReader(msg)); err == nil {
+			if _, _, err := rfc5322.Parse(dout.Bytes(), nil); err != nil {
+				t.Fatalf("DKIM-only output does not parse: %v", err)
+			}
+			fx.verifyDKIM(t, dout.String())
+		} else if dout.Len() != 0 {
+			t.Fatalf("error %v with %d octets written", err, dout.Len())
+		}
 		var out bytes.Buffer
 		res, err := s.Sign(context.Background(), &out, bytes.NewReader(msg))
 		if err != nil {

@@ -185,7 +185,10 @@ func (s *Signer) Sign(ctx context.Context, dst io.Writer, src io.Reader) (Result
 
 	// DKIM over the final bytes (RFC 6376, RFC 8463).
 	sigs, err := dkimsign.Sign(message(), keys, dkimsign.Options{Now: s.opts.Now, Rand: s.opts.Rand})
-	if err != nil {
+	switch {
+	case errors.Is(err, dkimsign.ErrMessage):
+		return res, fmt.Errorf("%w: %w", ErrMessage, err)
+	case err != nil:
 		return res, fmt.Errorf("%w: %w", ErrKey, err)
 	}
 	// Unbuffered: the pieces (fields, header, entity chunks, signature
@@ -337,18 +340,22 @@ func remaining(src io.Reader) (int64, bool) {
 	return 0, false
 }
 
-// crlf returns raw with every bare LF made CRLF.
+// crlf returns raw with every bare LF made CRLF, and a CRLF added if raw
+// does not end in one (the last field of a message without a body).
 func crlf(raw []byte) []byte {
 	n := bytes.Count(raw, []byte("\n")) - bytes.Count(raw, []byte("\r\n"))
-	if n == 0 {
+	if n == 0 && bytes.HasSuffix(raw, []byte("\r\n")) {
 		return raw
 	}
-	out := make([]byte, 0, len(raw)+n)
+	out := make([]byte, 0, len(raw)+n+2)
 	for i, c := range raw {
 		if c == '\n' && (i == 0 || raw[i-1] != '\r') {
 			out = append(out, '\r')
 		}
 		out = append(out, c)
+	}
+	if !bytes.HasSuffix(out, []byte("\r\n")) {
+		out = append(out, "\r\n"...)
 	}
 	return out
 }

@@ -420,6 +420,18 @@ func TestMissingCertificate(t *testing.T) {
 		}
 	}
 
+	// A message that ends after its header, without a line end.
+	opts = f.options()
+	opts.Identities, opts.MissingCertificate = nil, DKIMOnly
+	out, _, err := f.sign(t, opts, "From: info@example.go.jp\r\nSubject: no body")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.verifyDKIM(t, out)
+	if !strings.Contains(out, "\r\nSubject: no body\r\n") {
+		t.Errorf("last field not ended: %q", out)
+	}
+
 	opts = f.options()
 	opts.Identities = brokenSource{}
 	opts.MissingCertificate = DKIMOnly
