@@ -319,9 +319,15 @@ func (g *Gateway) Serve(l net.Listener) error {
 func (g *Gateway) Shutdown(ctx context.Context) error {
 	g.draining.Store(true)
 	g.mu.Lock()
+	conns := make([]*gwConn, 0, len(g.conns))
 	for c := range g.conns {
-		c.closeIfIdle()
+		conns = append(conns, c)
 	}
+	g.mu.Unlock()
+	for _, c := range conns {
+		c.closeIfIdle() // takes g.mu through Close
+	}
+	g.mu.Lock()
 	empty := len(g.conns) == 0
 	g.mu.Unlock()
 	var err error

@@ -1,0 +1,171 @@
+package smtpgw
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestShutdown(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	idle := e.dial()
+	idle.expect(250, "EHLO idle.example.go.jp")
+	busy := e.dial()
+	busy.expect(250, "EHLO busy.example.go.jp")
+	busy.expect(250, "MAIL FROM:<taro@mhlw.go.jp>")
+	busy.expect(250, "RCPT TO:<citizen@example.com>")
+
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		done <- e.gw.Shutdown(ctx)
+	}()
+	// New connections get 421 4.3.2.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		conn, err := net.Dial("tcp", e.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		b, _ := io.ReadAll(conn)
+		conn.Close()
+		if strings.HasPrefix(string(b), "421 4.3.2") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("new connection during shutdown got %q", b)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// The idle session was closed.
+	if code, _ := idle.cmd("NOOP"); code != 0 {
+		t.Fatalf("idle session still answers: %d", code)
+	}
+	// The transaction in flight finishes and is delivered.
+	if code, text := busy.data(dotStuff(message("taro@mhlw.go.jp")) + ".\r\n"); code != 250 {
+		t.Fatalf("in-flight DATA: %d %s", code, text)
+	}
+	// Its next MAIL gets 421.
+	if code, text := busy.cmd("MAIL FROM:<taro@mhlw.go.jp>"); code != 421 && code != 0 {
+		t.Fatalf("MAIL during shutdown: %d %s", code, text)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Shutdown: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Shutdown did not return")
+	}
+	if n := len(e.up.Messages()); n != 1 {
+		t.Fatalf("upstream has %d messages", n)
+	}
+}
+
+func TestShutdownDeadline(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	busy := e.dial()
+	busy.expect(250, "EHLO busy.example.go.jp")
+	busy.expect(250, "MAIL FROM:<taro@mhlw.go.jp>")
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if err := e.gw.Shutdown(ctx); err == nil {
+		t.Fatal("Shutdown returned nil with a transaction still open")
+	}
+	if code, _ := busy.cmd("RCPT TO:<citizen@example.com>"); code != 0 {
+		t.Fatalf("session survived the deadline: %d", code)
+	}
+}
+
+func TestReload(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	c := e.dial()
+	c.expect(250, "EHLO client.example.go.jp")
+	c.expect(550, "MAIL FROM:<boss@soumu.go.jp>")
+	cfg := *e.gw.cfg.Load()
+	pol, err := ParseClientPolicy(strings.NewReader("net:127.0.0.0/8 soumu.go.jp\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Clients = pol
+	if err := e.gw.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	// The same session, next transaction: the new policy.
+	if code, text := c.send("boss@soumu.go.jp", []string{"citizen@example.com"}, message("boss@soumu.go.jp")); code != 250 {
+		t.Fatalf("after reload: %d %s", code, text)
+	}
+	c.expect(550, "MAIL FROM:<taro@mhlw.go.jp>")
+	bad := cfg
+	bad.Sealer = nil
+	if err := e.gw.Reload(bad); err == nil {
+		t.Fatal("reload without a sealer accepted")
+	}
+	bad = cfg
+	bad.Certificate = nil
+	if err := e.gw.Reload(bad); err == nil {
+		t.Fatal("reload dropping the TLS certificate accepted")
+	}
+	c.expect(250, "MAIL FROM:<boss@soumu.go.jp>")
+}
+
+func TestMetricsAndHealth(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	c := e.dial()
+	c.expect(250, "EHLO client.example.go.jp")
+	if code, text := c.send("taro@mhlw.go.jp", []string{"citizen@example.com"}, message("taro@mhlw.go.jp")); code != 250 {
+		t.Fatalf("%d %s", code, text)
+	}
+	c.expect(550, "MAIL FROM:<x@evilgo.jp>")
+	srv := httptest.NewServer(e.gw.Handler())
+	t.Cleanup(srv.Close)
+	get := func(path string) (int, string) {
+		t.Helper()
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	_, m := get("/metrics")
+	for _, want := range []string{
+		"kakuin_gateway_messages_accepted_total 1",
+		`kakuin_gateway_messages_rejected_total{reason="sender_suffix"} 1`,
+		`kakuin_gateway_signatures_total{type="smime"} 1`,
+		`kakuin_gateway_signatures_total{type="dkim"} 2`,
+		`kakuin_gateway_upstream_replies_total{class="2xx"} 1`,
+		"kakuin_gateway_transaction_duration_seconds_count 2",
+		"kakuin_gateway_sessions 1",
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if code, _ := get("/healthz"); code != 200 {
+		t.Fatalf("/healthz %d", code)
+	}
+	if code, body := get("/readyz"); code != 200 {
+		t.Fatalf("/readyz %d %s", code, body)
+	}
+	// Upstream gone: not ready (after the 5 s cache).
+	e.up.Close()
+	e.gw.readyMu.Lock()
+	e.gw.readyAt = time.Time{}
+	e.gw.readyMu.Unlock()
+	if code, _ := get("/readyz"); code != 503 {
+		t.Fatalf("/readyz with the upstream down: %d", code)
+	}
+}
