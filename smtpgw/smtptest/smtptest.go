@@ -14,6 +14,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"io"
 	"math/big"
@@ -69,6 +70,9 @@ type Options struct {
 	// Username and Password, if set, are the only credentials AUTH
 	// PLAIN accepts (only after TLS).
 	Username, Password string
+	// Discard counts accepted messages (Count) without keeping them: a
+	// sink for load tests.
+	Discard bool
 	// ClientCAs, if set, makes TLS require a client certificate that
 	// verifies against it.
 	ClientCAs *x509.CertPool
@@ -82,6 +86,7 @@ type Server struct {
 	srv   *smtp.Server
 	ln    net.Listener
 	roots *x509.CertPool
+	cert  *x509.Certificate
 	opts  Options
 	stop  chan struct{}
 
@@ -90,6 +95,7 @@ type Server struct {
 	msgs   []Message
 	conns  int
 	txns   int
+	count  int
 }
 
 // New starts a server on 127.0.0.1:0; it is closed in tb.Cleanup.
@@ -116,7 +122,7 @@ func New(tb testing.TB, opts Options) *Server {
 	srv.ErrorLog = discardLogger{}
 	if opts.STARTTLS || opts.ImplicitTLS {
 		cert, roots := selfSigned(tb)
-		s.roots = roots
+		s.roots, s.cert = roots, cert.Leaf
 		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
 		if opts.ClientCAs != nil {
 			srv.TLSConfig.ClientCAs = opts.ClientCAs
@@ -158,6 +164,22 @@ func (s *Server) Messages() []Message {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]Message(nil), s.msgs...)
+}
+
+// Count is the number of messages accepted so far.
+func (s *Server) Count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.count
+}
+
+// RootPEM is the server's certificate in PEM, to trust it from another
+// process.
+func (s *Server) RootPEM() []byte {
+	if s.cert == nil {
+		return nil
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.cert.Raw})
 }
 
 // Connections is the number of connections accepted so far.
@@ -245,6 +267,15 @@ func (ss *session) Data(r io.Reader) error {
 		ss.c.Conn().Close()
 		return errors.New("dropped")
 	}
+	if ss.s.opts.Discard && !f.Stall && f.Data == nil {
+		if _, err := io.Copy(io.Discard, r); err != nil {
+			return err
+		}
+		ss.s.mu.Lock()
+		ss.s.count++
+		ss.s.mu.Unlock()
+		return nil
+	}
 	var buf bytes.Buffer
 	if _, err := io.Copy(&buf, r); err != nil {
 		return err
@@ -257,6 +288,7 @@ func (ss *session) Data(r io.Reader) error {
 		return f.Data
 	}
 	ss.s.mu.Lock()
+	ss.s.count++
 	ss.s.msgs = append(ss.s.msgs, Message{From: ss.from, To: append([]string(nil), ss.to...), Data: buf.Bytes(), TLS: ss.tls, Auth: ss.auth})
 	ss.s.mu.Unlock()
 	return nil

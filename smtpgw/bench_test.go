@@ -1,0 +1,303 @@
+package smtpgw
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/kakuin/kakuin/pki"
+	"github.com/kakuin/kakuin/smtpgw/smtptest"
+)
+
+// BenchmarkGatewayLoad is the load test behind `make bench`: the real
+// binary (bin/kakuin gateway, built by `make bench`) with the development
+// PKI (RSA-2048 keys for S/MIME and DKIM, plus Ed25519 DKIM) relays to a
+// loopback SMTP sink over STARTTLS, driven by concurrent SMTP sessions
+// (STARTTLS, one connection per session, many messages each). It prints
+// messages per second, p50/p99 latency (MAIL to the final 250) and the
+// gateway process's peak RSS over its idle RSS, for 4 KB and 1 MB
+// messages with 20 and 100 sessions, next to R, the RSA-2048 signatures
+// per second this machine makes on all its cores, measured in the same
+// run. Goal: msgs/s >= 0.7 x R/2 (each message needs two RSA signatures).
+//
+// The scenario sizes are fixed (not b.N): each sub-benchmark runs once.
+// KAKUIN_BENCH_SCALE multiplies the message counts.
+func BenchmarkGatewayLoad(b *testing.B) {
+	bin, err := filepath.Abs(filepath.Join("..", "bin", "kakuin"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := os.Stat(bin); err != nil {
+		b.Skipf("%s not built: run `make bench` (it builds first)", bin)
+	}
+	scale := 1.0
+	if s := os.Getenv("KAKUIN_BENCH_SCALE"); s != "" {
+		scale, _ = strconv.ParseFloat(s, 64)
+	}
+	dir := b.TempDir()
+	pkiDir := filepath.Join(dir, "pki")
+	if out, err := exec.Command(bin, "pki", "init", "--dir", pkiDir, "--domain", "example.go.jp").CombinedOutput(); err != nil {
+		b.Fatalf("pki init: %v\n%s", err, out)
+	}
+	sink := smtptest.New(b, smtptest.Options{STARTTLS: true, Discard: true})
+	upCA := filepath.Join(dir, "upstream-ca.pem")
+	if err := os.WriteFile(upCA, sink.RootPEM(), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	addr := freePort(b)
+	cmd := exec.Command(bin, "gateway")
+	cmd.Env = append(os.Environ(),
+		"KAKUIN_PKI_DIR="+pkiDir,
+		"KAKUIN_LISTEN="+addr,
+		"KAKUIN_METRICS_LISTEN=",
+		"KAKUIN_CLIENT_NETWORKS=127.0.0.0/8",
+		"KAKUIN_UPSTREAM=smtp://"+sink.Addr,
+		"KAKUIN_UPSTREAM_CA="+upCA,
+		"KAKUIN_UPSTREAM_POOL=128",
+		"KAKUIN_MAX_SESSIONS=256",
+		"KAKUIN_RATE_PER_MINUTE=100000000",
+		"KAKUIN_MAX_MESSAGE_BYTES=8388608",
+	)
+	var logs bytes.Buffer
+	cmd.Stderr = &limitedBuffer{b: &logs, max: 1 << 20}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+		}
+	})
+	waitListening(b, addr, &logs)
+	roots, err := pki.LoadTrustAnchors(filepath.Join(pkiDir, "trust-anchors.pem"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	tlsCfg := &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"}
+
+	// Warm up: the first message issues the sender's certificate.
+	if _, err := load(addr, tlsCfg, 1, 1, 4<<10); err != nil {
+		b.Fatalf("warm-up: %v\n%s", err, logs.String())
+	}
+	r := rsaPerSecond(b, 2*time.Second)
+	goal := 0.7 * r / 2
+	fmt.Printf("R (RSA-2048 signatures/s, %d cores) = %.0f; goal 0.7 x R/2 = %.0f msgs/s\n", runtime.NumCPU(), r, goal)
+
+	for _, sc := range []struct {
+		name     string
+		size     int
+		sessions int
+		perSess  int
+	}{
+		{"4KB-20sessions", 4 << 10, 20, 60},
+		{"4KB-100sessions", 4 << 10, 100, 12},
+		{"1MB-20sessions", 1 << 20, 20, 4},
+		{"1MB-100sessions", 1 << 20, 100, 1},
+	} {
+		b.Run(sc.name, func(b *testing.B) {
+			per := max(1, int(float64(sc.perSess)*scale))
+			idle := rss(cmd.Process.Pid)
+			var peak atomic.Int64
+			stop := make(chan struct{})
+			var wg sync.WaitGroup
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				t := time.NewTicker(10 * time.Millisecond)
+				defer t.Stop()
+				for {
+					if v := rss(cmd.Process.Pid); v > peak.Load() {
+						peak.Store(v)
+					}
+					select {
+					case <-stop:
+						return
+					case <-t.C:
+					}
+				}
+			}()
+			before := sink.Count()
+			start := time.Now()
+			lat, err := load(addr, tlsCfg, sc.sessions, per, sc.size)
+			elapsed := time.Since(start)
+			close(stop)
+			wg.Wait()
+			if err != nil {
+				b.Fatalf("%v\n%s", err, logs.String())
+			}
+			if got := sink.Count() - before; got != len(lat) {
+				b.Fatalf("%d messages accepted but the sink has %d", len(lat), got)
+			}
+			sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+			rate := float64(len(lat)) / elapsed.Seconds()
+			p50, p99 := lat[len(lat)*50/100], lat[min(len(lat)-1, len(lat)*99/100)]
+			over := float64(peak.Load()-idle) / (1 << 20)
+			b.ReportMetric(rate, "msgs/s")
+			b.ReportMetric(float64(p50.Microseconds())/1000, "p50-ms")
+			b.ReportMetric(float64(p99.Microseconds())/1000, "p99-ms")
+			b.ReportMetric(over, "peakMB-over-idle")
+			verdict := "below goal"
+			if rate >= goal {
+				verdict = "meets goal"
+			}
+			fmt.Printf("%-16s %5d msgs in %6.2fs: %7.1f msgs/s (%s %.0f), p50 %7.1f ms, p99 %7.1f ms, gateway RSS idle %.0f MB, peak +%.0f MB\n",
+				sc.name, len(lat), elapsed.Seconds(), rate, verdict, goal,
+				float64(p50.Microseconds())/1000, float64(p99.Microseconds())/1000, float64(idle)/(1<<20), over)
+		})
+	}
+}
+
+// load runs sessions concurrent SMTP sessions of perSession messages of
+// size bytes each and returns every message's latency.
+func load(addr string, tlsCfg *tls.Config, sessions, perSession, size int) ([]time.Duration, error) {
+	body := benchMessage(size)
+	var mu sync.Mutex
+	var lat []time.Duration
+	errs := make(chan error, sessions)
+	var wg sync.WaitGroup
+	for s := 0; s < sessions; s++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := smtp.DialStartTLS(addr, tlsCfg)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			for i := 0; i < perSession; i++ {
+				t0 := time.Now()
+				if err := c.SendMail("bench@example.go.jp", []string{"sink@example.com"}, bytes.NewReader(body)); err != nil {
+					errs <- err
+					return
+				}
+				d := time.Since(t0)
+				mu.Lock()
+				lat = append(lat, d)
+				mu.Unlock()
+			}
+			c.Quit()
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		return lat, err
+	}
+	return lat, nil
+}
+
+func benchMessage(size int) []byte {
+	var b bytes.Buffer
+	b.WriteString("From: Bench <bench@example.go.jp>\r\nTo: sink@example.com\r\nSubject: load test\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n")
+	line := strings.Repeat("The quick brown fox jumps over the lazy dog 0123456789. ", 2)[:76] + "\r\n"
+	for b.Len() < size {
+		b.WriteString(line)
+	}
+	return b.Bytes()
+}
+
+// rsaPerSecond measures RSA-2048 PKCS#1 v1.5 SHA-256 signatures per second
+// on all cores.
+func rsaPerSecond(b *testing.B, d time.Duration) float64 {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		b.Fatal(err)
+	}
+	digest := sha256.Sum256([]byte("kakuin"))
+	var n atomic.Int64
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := 0; i < runtime.GOMAXPROCS(0); i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				if _, err := key.Sign(rand.Reader, digest[:], crypto.SHA256); err == nil {
+					n.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return float64(n.Load()) / time.Since(start).Seconds()
+}
+
+// rss is the resident set size of a process, from /proc.
+func rss(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+func freePort(b *testing.B) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func waitListening(b *testing.B, addr string, logs *bytes.Buffer) {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	b.Fatalf("gateway not listening on %s:\n%s", addr, logs.String())
+}
+
+// limitedBuffer keeps the first max bytes written (the gateway's logs,
+// for error reports) and drops the rest.
+type limitedBuffer struct {
+	mu  sync.Mutex
+	b   *bytes.Buffer
+	max int
+}
+
+func (l *limitedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if room := l.max - l.b.Len(); room > 0 {
+		l.b.Write(p[:min(room, len(p))])
+	}
+	return len(p), nil
+}
