@@ -120,6 +120,14 @@ func (s *Server) AddZone(origin, text string) {
 	s.AddRR(rrs...)
 }
 
+// AddZones adds zones from a map of origin to zone-file text.
+func (s *Server) AddZones(zones map[string]string) {
+	s.tb.Helper()
+	for origin, text := range zones {
+		s.AddZone(origin, text)
+	}
+}
+
 // ParseZone parses zone-file text into records (300 s default TTL).
 func ParseZone(origin, text string) ([]dns.RR, error) {
 	zp := dns.NewZoneParser(strings.NewReader(text), dns.Fqdn(origin), "")

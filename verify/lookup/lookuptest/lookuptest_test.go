@@ -30,7 +30,7 @@ func TestServer(t *testing.T) {
 @ IN TXT "v=spf1 -all"
 www IN A 192.0.2.1
 `)
-	s.Add(`other.example. 60 IN TXT "x"`)
+	s.AddZones(map[string]string{"other.example": `@ 60 IN TXT "x"`})
 	s.SetAuthentic("example.go.jp", true)
 	s.SignZone("example.go.jp")
 
