@@ -361,6 +361,10 @@ func (r *run) checkDKIM() {
 				st = worst(st, Fail)
 				ev += ": h= excludes sha256 (RFC 8301 3.1)"
 			}
+			if len(k.Services) > 0 && !contains(k.Services, "*") && !contains(k.Services, "email") {
+				st = worst(st, Fail)
+				ev += ": s= excludes email (RFC 6376 3.6.1)"
+			}
 			if k.Testing() {
 				st = worst(st, Warn)
 				ev += ": t=y (testing: verifiers may ignore failures)"
