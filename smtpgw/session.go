@@ -491,6 +491,11 @@ func (s *session) end(err error) {
 func (s *session) Reset() {
 	if s.afterData {
 		s.afterData = false
+		if s.g.draining.Load() {
+			// Shutting down: the reply to DATA is out (go-smtp resets
+			// after writing it); this session has nothing left to do.
+			s.gc.closeIfIdle()
+		}
 		return
 	}
 	if s.t != nil {

@@ -1,0 +1,174 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/kakuin/kakuin/pki"
+)
+
+// TestGatewayCommand runs `kakuin gateway` as configured from the
+// environment, on the development PKI laid out by `kakuin pki init`:
+// a message sent over STARTTLS lands in the Maildir signed (S/MIME checked
+// by openssl against the dev root), a SIGHUP reloads the sender policy,
+// and cancelling stops it cleanly.
+func TestGatewayCommand(t *testing.T) {
+	dir := t.TempDir()
+	pkiDir := filepath.Join(dir, "pki")
+	var out, errb bytes.Buffer
+	if code := run([]string{"pki", "init", "--dir", pkiDir, "--domain", "example.go.jp"}, nil, &out, &errb); code != exitOK {
+		t.Fatalf("pki init: %d %s", code, errb.String())
+	}
+	outbox := filepath.Join(dir, "outbox")
+	policy := filepath.Join(dir, "policy")
+	if err := os.WriteFile(policy, []byte("net:127.0.0.0/8 example.go.jp\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range map[string]string{
+		"KAKUIN_PKI_DIR":         pkiDir,
+		"KAKUIN_LISTEN":          "127.0.0.1:0",
+		"KAKUIN_METRICS_LISTEN":  "127.0.0.1:0",
+		"KAKUIN_CLIENT_NETWORKS": "127.0.0.0/8",
+		"KAKUIN_UPSTREAM":        "maildir:" + outbox,
+		"KAKUIN_SENDER_POLICY":   policy,
+		"KAKUIN_HOSTNAME":        "gw.example.go.jp",
+	} {
+		t.Setenv(k, v)
+	}
+	var cfg gatewayConfig
+	if err := parseEnv(&cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Sign.validate(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	hup := make(chan os.Signal, 1)
+	addrs := make(chan string, 1)
+	var logs syncWriter
+	done := make(chan int, 1)
+	go func() {
+		done <- serveGateway(ctx, &cfg, slog.New(slog.NewJSONHandler(&logs, nil)), hup, func(smtpAddr, _ string) { addrs <- smtpAddr })
+	}()
+	var addr string
+	select {
+	case addr = <-addrs:
+	case code := <-done:
+		t.Fatalf("gateway exited %d: %s", code, logs.String())
+	case <-time.After(30 * time.Second):
+		t.Fatal("gateway did not start")
+	}
+	roots, err := pki.LoadTrustAnchors(filepath.Join(pkiDir, "trust-anchors.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func(from string) error {
+		c, err := smtp.DialStartTLS(addr, &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"})
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		msg := "From: " + from + "\r\nTo: citizen@example.com\r\nSubject: gateway command test\r\n\r\nHello.\r\n"
+		return c.SendMail(from, []string{"citizen@example.com"}, strings.NewReader(msg))
+	}
+	if err := send("taro@example.go.jp"); err != nil {
+		t.Fatalf("send: %v\n%s", err, logs.String())
+	}
+	files, _ := filepath.Glob(filepath.Join(outbox, "new", "*"))
+	if len(files) != 1 {
+		t.Fatalf("outbox has %d messages", len(files))
+	}
+	stored, _ := os.ReadFile(files[0])
+	if !bytes.Contains(stored, []byte("DKIM-Signature:")) || !bytes.Contains(stored, []byte("multipart/signed")) {
+		t.Fatalf("stored message is not signed:\n%.600s", stored)
+	}
+	cmd := exec.Command("openssl", "cms", "-verify", "-CAfile", filepath.Join(pkiDir, "trust-anchors.pem"), "-purpose", "smimesign")
+	var stderr bytes.Buffer
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = bytes.NewReader(stored), io.Discard, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("openssl cms -verify: %v %s", err, stderr.String())
+	}
+
+	// SIGHUP: the new policy no longer allows example.go.jp.
+	if err := os.WriteFile(policy, []byte("net:127.0.0.0/8 other.go.jp\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	hup <- os.Interrupt
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(logs.String(), "reloaded") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	err = send("taro@example.go.jp")
+	if se, ok := err.(*smtp.SMTPError); !ok || se.Code != 550 {
+		t.Fatalf("after reload: %v", err)
+	}
+	// A broken policy file: the reload fails and the running one stays.
+	os.WriteFile(policy, []byte("bogus line\n"), 0o644)
+	hup <- os.Interrupt
+	deadline = time.Now().Add(20 * time.Second)
+	for !strings.Contains(logs.String(), "reload failed") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !strings.Contains(logs.String(), "reload failed") {
+		t.Fatalf("no reload failure logged:\n%s", logs.String())
+	}
+	cancel()
+	select {
+	case code := <-done:
+		if code != exitOK {
+			t.Fatalf("exit %d", code)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("gateway did not stop")
+	}
+	if strings.Contains(logs.String(), "Hello.") {
+		t.Fatal("message content in the log")
+	}
+}
+
+func TestGatewayConfigErrors(t *testing.T) {
+	t.Setenv("KAKUIN_CLIENT_NETWORKS", "not-a-cidr")
+	t.Setenv("KAKUIN_PKI_DIR", filepath.Join(t.TempDir(), "missing"))
+	var out, errb bytes.Buffer
+	if code := run([]string{"gateway"}, nil, &out, &errb); code != exitUsage {
+		t.Fatalf("exit %d, stderr %s", code, errb.String())
+	}
+	if code := run([]string{"gateway", "extra"}, nil, &out, &errb); code != exitUsage {
+		t.Fatalf("extra argument: exit %d", code)
+	}
+	out.Reset()
+	if code := run([]string{"gateway", "--help"}, nil, &out, &errb); code != exitOK || !strings.Contains(out.String(), "KAKUIN_UPSTREAM") {
+		t.Fatalf("--help: %d %s", code, out.String())
+	}
+}
+
+// syncWriter is a bytes.Buffer safe for the gateway's goroutines.
+type syncWriter struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (w *syncWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func (w *syncWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
+}
