@@ -223,7 +223,12 @@ func TestContextCancelsStalledUpstream(t *testing.T) {
 	srv := smtptest.New(t, smtptest.Options{STARTTLS: true})
 	srv.SetFaults(smtptest.Faults{Stall: true})
 	u := upstream(t, srv, func(o *relay.Options) { o.DataTimeout = time.Minute })
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	// Connect first (a pooled connection), so that the deadline falls
+	// in the stall, not in a slow handshake.
+	if err := u.Ping(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	start := time.Now()
 	_, err := send(ctx, u, "a@example.go.jp", []string{"b@example.com"}, body)
