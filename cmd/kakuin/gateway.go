@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/crypto/bcrypt"
+
 	"github.com/kakuin/kakuin/pki"
 	"github.com/kakuin/kakuin/signer"
 	"github.com/kakuin/kakuin/smtpgw"
@@ -71,7 +73,7 @@ func runGateway(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs.SetOutput(io.Discard)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(stdout, "usage: kakuin gateway\n\n"+
+			fmt.Fprintln(stdout, "usage: kakuin gateway\n       kakuin gateway hash-password NAME < password   (prints a KAKUIN_CREDENTIALS line)\n\n"+
 				"Runs the signing SMTP relay. Clients in KAKUIN_CLIENT_NETWORKS, or authenticated\n"+
 				"with AUTH after STARTTLS, or with a verified TLS client certificate, may send as\n"+
 				"the domains their policy allows under the sender suffixes; each message is signed\n"+
@@ -85,6 +87,9 @@ func runGateway(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stderr, "kakuin gateway: %v\n", err)
 		return exitUsage
+	}
+	if fs.NArg() == 2 && fs.Arg(0) == "hash-password" {
+		return hashPassword(fs.Arg(1), stdin, stdout, stderr)
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "kakuin gateway: unexpected argument %q: configure with KAKUIN_* variables\n", fs.Arg(0))
@@ -317,4 +322,31 @@ func (cfg *gatewayConfig) upstream() (relay.Upstream, error) {
 		CommandTimeout:    cfg.UpstreamTimeout,
 		PoolSize:          cfg.UpstreamPool,
 	})
+}
+
+// hashPassword reads a password (its first line) from stdin and prints a
+// credentials line, NAME:BCRYPT-HASH, for KAKUIN_CREDENTIALS.
+func hashPassword(name string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if name == "" || strings.ContainsAny(name, ": \t") {
+		fmt.Fprintln(stderr, "kakuin gateway hash-password: NAME must be non-empty, without ':' or blanks")
+		return exitUsage
+	}
+	b, err := io.ReadAll(io.LimitReader(stdin, 1024))
+	if err != nil {
+		fmt.Fprintf(stderr, "kakuin gateway hash-password: %v\n", err)
+		return exitTemp
+	}
+	pw, _, _ := strings.Cut(string(b), "\n")
+	pw = strings.TrimSuffix(pw, "\r")
+	if len(pw) < 12 {
+		fmt.Fprintln(stderr, "kakuin gateway hash-password: the password (first line of stdin) must have at least 12 characters")
+		return exitUsage
+	}
+	h, err := bcrypt.GenerateFromPassword([]byte(pw), 12)
+	if err != nil {
+		fmt.Fprintf(stderr, "kakuin gateway hash-password: %v\n", err)
+		return exitUsage
+	}
+	fmt.Fprintf(stdout, "%s:%s\n", name, h)
+	return exitOK
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/kakuin/kakuin/pki"
+	"github.com/kakuin/kakuin/smtpgw"
 )
 
 // TestGatewayCommand runs `kakuin gateway` as configured from the
@@ -171,4 +172,22 @@ func (w *syncWriter) String() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.b.String()
+}
+
+func TestGatewayHashPassword(t *testing.T) {
+	t.Parallel()
+	var out, errb bytes.Buffer
+	if code := run([]string{"gateway", "hash-password", "mhlw-relay"}, strings.NewReader("a long test passphrase\n"), &out, &errb); code != exitOK {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	creds, err := smtpgw.ParseCredentials(&out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !creds.Verify("mhlw-relay", "a long test passphrase") || creds.Verify("mhlw-relay", "a long test passphras") {
+		t.Fatal("hash does not verify")
+	}
+	if code := run([]string{"gateway", "hash-password", "x"}, strings.NewReader("short\n"), &out, &errb); code != exitUsage {
+		t.Fatalf("short password: exit %d", code)
+	}
 }
