@@ -147,3 +147,24 @@ _dmarc TXT "v=DMARC1; p=reject; rua=mailto:d@good.example.go.jp"
 	test(auditPass, "KAKUIN_AUDIT_RESOLVER", "--help")
 	test(auditPass, "<svg", "--format", "html", "good.example.go.jp")
 }
+
+func TestRecordsCommandErrors(t *testing.T) {
+	t.Parallel()
+	empty := t.TempDir()
+	if code, _, errs := runCmd(t, nil, "records", "--pki-dir", empty); code != exitUsage || !strings.Contains(errs, "kakuin pki init") {
+		t.Fatalf("no keys: %d %s", code, errs)
+	}
+	if code, _, errs := runCmd(t, nil, "records", "--pki-dir", empty, "--mta-sts-mode", "none"); code != exitUsage || !strings.Contains(errs, "enforce or testing") {
+		t.Fatalf("bad mode: %d %s", code, errs)
+	}
+	if code, _, errs := runCmd(t, nil, "records", "--gateway-ip", "not-an-ip"); code != exitUsage || !strings.Contains(errs, "--gateway-ip") {
+		t.Fatalf("bad ip: %d %s", code, errs)
+	}
+	code, out, _ := runCmd(t, nil, "records", "--mta-sts-policy", "example.go.jp", "--mta-sts-mode", "testing")
+	if code != exitOK || out != "version: STSv1\r\nmode: testing\r\nmx: *.example.go.jp\r\nmax_age: 1209600\r\n" {
+		t.Fatalf("default policy: %d %q", code, out)
+	}
+	if code, out, _ := runCmd(t, nil, "records", "--help"); code != exitOK || !strings.Contains(out, "KAKUIN_RECORDS_GATEWAY_IPS") {
+		t.Fatalf("help: %d %s", code, out)
+	}
+}
