@@ -7,6 +7,10 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/kakuin/kakuin/smtpgw/smtptest"
 )
 
 // TestSmuggling: bare LF and <LF>.<LF> variants are refused as one
@@ -139,6 +143,15 @@ func TestLimits(t *testing.T) {
 		}
 		if m := e.up.Messages(); len(m) != 1 || len(m[0].To) != 3 {
 			t.Fatalf("upstream got %+v", m)
+		}
+		// Refused recipients count too, up to twice the limit.
+		e.up.SetFaults(smtptest.Faults{Rcpt: map[string]*smtp.SMTPError{"gone@example.com": {Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no"}}})
+		c.expect(250, "MAIL FROM:<taro@mhlw.go.jp>")
+		for i := 0; i < 6; i++ {
+			c.expect(550, "RCPT TO:<gone@example.com>")
+		}
+		if code, text := c.cmd("RCPT TO:<r0@example.com>"); code != 452 {
+			t.Fatalf("7th recipient attempt: %d %s", code, text)
 		}
 	})
 	t.Run("sessions", func(t *testing.T) {

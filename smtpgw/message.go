@@ -174,7 +174,9 @@ func originators(head []byte) (from, sender string, err error) {
 	}
 	h, err := textproto.NewReader(bufio.NewReader(bytes.NewReader(head))).ReadMIMEHeader()
 	if err != nil {
-		return "", "", fmt.Errorf("%w: %w", ErrHeader, err)
+		// The parser's error quotes the offending line: message content,
+		// which must not reach the log.
+		return "", "", fmt.Errorf("%w: unparsable header field", ErrHeader)
 	}
 	froms := h.Values("From")
 	if len(froms) != 1 {
@@ -182,7 +184,7 @@ func originators(head []byte) (from, sender string, err error) {
 	}
 	a, err := mailbox(froms[0])
 	if err != nil {
-		return "", "", fmt.Errorf("%w: From: want exactly one mailbox: %w", ErrHeader, err)
+		return "", "", fmt.Errorf("%w: From: want exactly one mailbox", ErrHeader)
 	}
 	from = a.Address
 	senders := h.Values("Sender")
@@ -191,7 +193,7 @@ func originators(head []byte) (from, sender string, err error) {
 	case 1:
 		a, err := mailbox(senders[0])
 		if err != nil {
-			return "", "", fmt.Errorf("%w: Sender: want exactly one mailbox: %w", ErrHeader, err)
+			return "", "", fmt.Errorf("%w: Sender: want exactly one mailbox", ErrHeader)
 		}
 		sender = a.Address
 	default:

@@ -87,9 +87,13 @@ func TestHeaderPolicy(t *testing.T) {
 	test("display name looks allowed", "taro@mhlw.go.jp", "From: \"taro@mhlw.go.jp\" <phish@example.com>\r\n", 550, "5.7.1")
 	test("Sender outside", "taro@mhlw.go.jp", "From: taro@mhlw.go.jp\r\nSender: bot@example.com\r\n", 550, "5.7.1")
 	test("Sender allowed", "taro@mhlw.go.jp", "From: taro@mhlw.go.jp\r\nSender: bot@example.go.jp\r\n", 250, "2.0.0")
+	test("content never logged", "taro@mhlw.go.jp", "From: taro@mhlw.go.jp\r\nsecret-content-line\r\n", 554, "5.6.0")
 	test("two Sender fields", "taro@mhlw.go.jp", "From: taro@mhlw.go.jp\r\nSender: a@mhlw.go.jp\r\nSender: b@mhlw.go.jp\r\n", 554, "5.6.0")
 	for _, m := range e.up.Messages() {
 		e.verifyDKIM(m.Data)
+	}
+	if strings.Contains(e.logs.String(), "secret-content-line") {
+		t.Fatal("message content in the log")
 	}
 }
 

@@ -45,15 +45,16 @@ type session struct {
 
 // txn is one mail transaction and the record that is logged at its end.
 type txn struct {
-	id         string
-	start      time.Time
-	from       string
-	up         relay.Txn
-	rcpts      int
-	size       int64
-	headerFrom string
-	result     signer.Result
-	upReply    string
+	id           string
+	start        time.Time
+	from         string
+	up           relay.Txn
+	rcpts        int
+	rcptAttempts int
+	size         int64
+	headerFrom   string
+	result       signer.Result
+	upReply      string
 }
 
 func (g *Gateway) newSession(c *smtp.Conn) (smtp.Session, error) {
@@ -282,7 +283,10 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if s.t == nil || s.t.up == nil {
 		return &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "Need MAIL first"}
 	}
-	if s.t.rcpts >= s.g.limits.MaxRecipients {
+	s.t.rcptAttempts++
+	// Refused recipients count too, at twice the limit: a client cannot
+	// make the gateway probe the upstream without end.
+	if s.t.rcpts >= s.g.limits.MaxRecipients || s.t.rcptAttempts > 2*s.g.limits.MaxRecipients {
 		r, _ := toSMTP(ErrTooManyRecipients)
 		return r
 	}
