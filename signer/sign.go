@@ -159,7 +159,7 @@ func (s *Signer) Sign(ctx context.Context, dst io.Writer, src io.Reader) (Result
 	// S/MIME (RFC 8551 3.5.3).
 	var message func() io.Reader
 	if id != nil {
-		sig, err := smimesign.Sign(entity.Reader(), id, smimesign.Options{Now: s.opts.Now, Rand: s.opts.Rand})
+		sig, err := smimesign.SignBytes(entity.Bytes(), id, smimesign.Options{Rand: s.opts.Rand})
 		switch {
 		case errors.Is(err, smimesign.ErrEntity):
 			return res, fmt.Errorf("%w: %w", ErrMessage, err)
@@ -184,7 +184,7 @@ func (s *Signer) Sign(ctx context.Context, dst io.Writer, src io.Reader) (Result
 	}
 
 	// DKIM over the final bytes (RFC 6376, RFC 8463).
-	sigs, err := dkimsign.Sign(message(), keys, dkimsign.Options{Now: s.opts.Now, Rand: s.opts.Rand})
+	sigs, err := dkimsign.Sign(message(), keys, dkimsign.Options{})
 	switch {
 	case errors.Is(err, dkimsign.ErrMessage):
 		return res, fmt.Errorf("%w: %w", ErrMessage, err)

@@ -63,10 +63,13 @@ type Options struct {
 	// Hostname is the right-hand side of generated Message-IDs. If empty,
 	// the From domain.
 	Hostname string
-	// Now is the clock used for Date and signingTime. If nil, time.Now.
+	// Now is the clock used for a Date field the message lacks, and for
+	// nothing else: smallstep/pkcs7 stamps signingTime and go-msgauth
+	// stamps t= with time.Now. If nil, time.Now.
 	Now func() time.Time
-	// Rand is the randomness for Message-IDs, MIME boundaries and ECDSA
-	// signatures. If nil, crypto/rand.Reader.
+	// Rand is the randomness for Message-IDs and MIME boundaries. If nil,
+	// crypto/rand.Reader. The signatures draw from crypto/rand.Reader
+	// inside the libraries (ECDSA is the only one that uses it).
 	Rand io.Reader
 }
 

@@ -33,6 +33,24 @@ func (s *spool) Write(p []byte) (int, error) {
 	return n, nil
 }
 
+// Bytes returns the content as one slice, valid until the next Write. If
+// it is in several chunks they are joined once, and the join replaces
+// them, so the content is never held twice.
+func (s *spool) Bytes() []byte {
+	switch len(s.chunks) {
+	case 0:
+		return nil
+	case 1:
+		return s.chunks[0]
+	}
+	b := make([]byte, 0, s.n)
+	for _, c := range s.chunks {
+		b = append(b, c...)
+	}
+	s.chunks = [][]byte{b}
+	return b
+}
+
 // Len returns the number of octets written.
 func (s *spool) Len() int { return s.n }
 

@@ -4,31 +4,30 @@
 // list with every singleton field oversigned (RULES D1), never an l= tag
 // (RULES D5) and never rsa-sha1 (RULES D2).
 //
-// The body is canonicalised and hashed once for all keys, in one pass,
-// without allocating: github.com/emersion/go-msgauth/dkim (v0.7.0) hashes
-// the body once per signature and allocates two copies of every octet it
-// is given, so signing a 25 MB message with two keys cost 100 MB of garbage
-// and most of the CPU time (see the signer benchmarks). The header
-// canonicalisation and the signature field follow RFC 6376 3.4.2, 3.5 and
-// 3.7 directly; the tests check every signature with go-msgauth's verifier
-// and with dkimpy, and compare the body hash with go-msgauth's.
+// The signatures are made by github.com/emersion/go-msgauth/dkim: one
+// streaming dkim.Signer per key, all fed in one pass over the message, none
+// holding a copy of it. This package chooses the keys and the header list
+// and checks what the library does not: CRLF line ends (the library
+// silently turns a bare LF into CRLF, and would sign bytes that are not
+// the ones sent), an ended header with a From field, and line lengths of
+// the field it returns.
+//
+// The library takes t= (RFC 6376 3.5) from time.Now and its randomness
+// from crypto/rand: neither can be injected.
 package dkimsign
 
 import (
 	"bufio"
+	"bytes"
 	"crypto"
 	"crypto/ed25519"
-	"crypto/rand"
 	"crypto/rsa"
-	"crypto/sha256"
-	"encoding/base64"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
-	"strconv"
 	"strings"
-	"time"
+
+	"github.com/emersion/go-msgauth/dkim"
 
 	"github.com/kakuin/kakuin/pki"
 	"github.com/kakuin/kakuin/rfc5322"
@@ -39,13 +38,19 @@ var (
 	// ErrKey: the keys are unusable (none, no RSA key, an RSA key under
 	// 2048 bits, an unsupported type) or a key failed to sign.
 	ErrKey = errors.New("dkimsign: signing key")
-	// ErrMessage: the message header could not be read.
+	// ErrMessage: the message header could not be read, or the message is
+	// not CRLF text.
 	ErrMessage = errors.New("dkimsign: malformed message")
 )
 
 // MinRSABits is the smallest RSA key this package signs with (RFC 8301
 // 3.2: signers MUST use at least 1024 bits and SHOULD use 2048; RULES D2).
 const MinRSABits = 2048
+
+// maxLine is the longest line of a header field, CRLF excluded (RFC 5322
+// 2.1.1). go-msgauth writes the h= tag on one line, since h= has no white
+// space at which it could be folded after signing.
+const maxLine = 998
 
 // Oversigned are the fields listed in h= once more than they occur, so
 // that no copy can be added above the signed one without breaking the
@@ -128,28 +133,18 @@ func CheckKeys(keys []pki.DKIMKey) error {
 	return nil
 }
 
-// Options configure Sign. The zero value is ready to use.
-type Options struct {
-	// Now gives the t= tag (RFC 6376 3.5). If nil, time.Now.
-	Now func() time.Time
-	// Rand is passed to the keys' Sign methods. If nil, crypto/rand.Reader.
-	Rand io.Reader
-}
+// Options configure Sign. The zero value is the only value: go-msgauth
+// takes the t= tag from time.Now and the signing randomness from
+// crypto/rand, and lets neither be injected.
+type Options struct{}
 
 // Sign reads the message once and returns one signature per key, in the
 // order of keys. Prepending the fields to the message, in any order, gives
 // the signed message. The message must have CRLF line ends (a bare CR or
 // LF is ErrMessage): it is what relays will carry, so it is what is signed.
-func Sign(msg io.Reader, keys []pki.DKIMKey, opts Options) ([]Signature, error) {
+func Sign(msg io.Reader, keys []pki.DKIMKey, _ Options) ([]Signature, error) {
 	if err := CheckKeys(keys); err != nil {
 		return nil, err
-	}
-	now, rnd := time.Now, opts.Rand
-	if opts.Now != nil {
-		now = opts.Now
-	}
-	if rnd == nil {
-		rnd = rand.Reader
 	}
 	cr := &countReader{r: msg}
 	br := bufio.NewReader(cr) // the body goes on through WriteTo, unbuffered
@@ -169,70 +164,77 @@ func Sign(msg io.Reader, keys []pki.DKIMKey, opts Options) ([]Signature, error) 
 	if h.Count("From") == 0 {
 		return nil, fmt.Errorf("%w: no From field (RFC 6376 5.4)", ErrMessage)
 	}
-
-	// RFC 6376 3.7: the body hash, the same for every key (same
-	// canonicalisation, same hash), computed once.
-	bh := sha256.New()
-	body := &relaxedBody{h: bh}
-	if _, err := br.WriteTo(body); err != nil {
-		if errors.Is(err, ErrMessage) {
-			return nil, err
-		}
-		return nil, fmt.Errorf("dkimsign: reading message: %w", err)
-	}
-	if err := body.Close(); err != nil {
-		return nil, err
-	}
-	bodyHash := base64.StdEncoding.EncodeToString(bh.Sum(nil))
-
-	// RFC 6376 5.4.2: the signed fields, in h= order, each instance picked
-	// from the bottom up; a name listed more often than it occurs adds
-	// nothing (the "null" instance that makes oversigning work).
 	headerKeys := HeaderKeys(h)
-	var signedHeader strings.Builder
-	picked := map[string]int{}
-	for _, name := range headerKeys {
-		lower := strings.ToLower(name)
-		skip := picked[lower]
-		picked[lower]++
-		for i := len(h) - 1; i >= 0; i-- {
-			if !h[i].Is(name) {
-				continue
-			}
-			if skip > 0 {
-				skip--
-				continue
-			}
-			signedHeader.WriteString(relaxedHeader(string(h[i].Raw)))
-			break
-		}
-	}
 
-	t := strconv.FormatInt(now().Unix(), 10)
-	sigs := make([]Signature, len(keys))
-	for i, k := range keys {
-		alg, hashOpt := "rsa-sha256", crypto.Hash(crypto.SHA256)
-		if _, ok := k.Signer.Public().(ed25519.PublicKey); ok {
-			// RFC 8463 3: Ed25519 signs the SHA-256 hash as its message.
-			alg, hashOpt = "ed25519-sha256", crypto.Hash(0)
+	signers := make([]*dkim.Signer, len(keys))
+	writers := make([]io.Writer, len(keys))
+	defer func() {
+		// A Signer's goroutine waits for the rest of the message until it
+		// is closed; on success they are closed already (Close again is a
+		// no-op).
+		for _, s := range signers {
+			if s != nil {
+				s.Close() //nolint:errcheck // the error path reports its own
+			}
 		}
-		// RFC 6376 3.5; c= relaxed/relaxed and no l= (RULES D5).
-		field := "DKIM-Signature: v=1; a=" + alg + "; c=relaxed/relaxed;\r\n" +
-			" d=" + k.Domain + "; s=" + k.Selector + "; t=" + t + ";\r\n" +
-			foldList(" h=", headerKeys) + ";\r\n" +
-			" bh=" + bodyHash + ";\r\n" +
-			" b="
-		// RFC 6376 3.7: the header hash covers the signed fields and this
-		// field with an empty b= value, canonicalised, without its CRLF.
-		hh := sha256.New()
-		io.WriteString(hh, signedHeader.String())
-		io.WriteString(hh, strings.TrimSuffix(relaxedHeader(field), "\r\n"))
-		sig, err := k.Signer.Sign(rnd, hh.Sum(nil), hashOpt)
+	}()
+	for i, k := range keys {
+		s, err := dkim.NewSigner(&dkim.SignOptions{
+			Domain:   k.Domain,
+			Selector: k.Selector,
+			Signer:   k.Signer,
+			// RULES D2: rsa-sha256 and ed25519-sha256, never sha1.
+			Hash: crypto.SHA256,
+			// RULES D5: relaxed/relaxed (the library's default is
+			// simple/simple); the library never writes l=.
+			HeaderCanonicalization: dkim.CanonicalizationRelaxed,
+			BodyCanonicalization:   dkim.CanonicalizationRelaxed,
+			// RULES D1, RFC 6376 5.4.2: the library's header picker skips
+			// a name listed more often than it occurs, the "null" instance
+			// that makes oversigning work.
+			HeaderKeys: headerKeys,
+		})
 		if err != nil {
 			return nil, fmt.Errorf("%w: d=%s s=%s: %w", ErrKey, k.Domain, k.Selector, err)
 		}
-		field += fold(base64.StdEncoding.EncodeToString(sig)) + "\r\n"
-		sigs[i] = Signature{Field: field, Domain: k.Domain, Selector: k.Selector, Algorithm: alg}
+		signers[i], writers[i] = s, s
+	}
+
+	// One pass: every signer gets each piece as it goes by.
+	w := &crlfWriter{w: io.MultiWriter(writers...)}
+	for _, f := range h {
+		if _, err := w.Write(f.Raw); err != nil {
+			return nil, readError(err)
+		}
+	}
+	if _, err := io.WriteString(w, "\r\n"); err != nil {
+		return nil, readError(err)
+	}
+	if _, err := br.WriteTo(w); err != nil {
+		return nil, readError(err)
+	}
+	if w.cr {
+		return nil, fmt.Errorf("%w: bare CR at the end", ErrMessage)
+	}
+
+	sigs := make([]Signature, len(keys))
+	for i, s := range signers {
+		if err := s.Close(); err != nil {
+			return nil, fmt.Errorf("%w: d=%s s=%s: %w", ErrKey, keys[i].Domain, keys[i].Selector, err)
+		}
+		field := s.Signature()
+		for line := range strings.SplitSeq(strings.TrimSuffix(field, "\r\n"), "\r\n") {
+			if len(line) > maxLine {
+				// RFC 5322 2.1.1; only a message with dozens of
+				// Resent-* or List-* fields makes h= this long.
+				return nil, fmt.Errorf("%w: DKIM-Signature line of %d octets: too many fields to sign", ErrMessage, len(line))
+			}
+		}
+		alg := "rsa-sha256"
+		if _, ok := keys[i].Signer.Public().(ed25519.PublicKey); ok {
+			alg = "ed25519-sha256" // RFC 8463 3
+		}
+		sigs[i] = Signature{Field: field, Domain: keys[i].Domain, Selector: keys[i].Selector, Algorithm: alg}
 	}
 	return sigs, nil
 }
@@ -248,161 +250,47 @@ func (c *countReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// foldList writes prefix and the names joined by colons, folding after a
-// colon before a line would pass 76 characters (RFC 6376 3.5 allows FWS
-// around the colons of h=).
-func foldList(prefix string, names []string) string {
-	var b strings.Builder
-	b.WriteString(prefix)
-	line := len(prefix)
-	for i, n := range names {
-		if i > 0 {
-			b.WriteByte(':')
-			line++
-			if line+len(n) > 76 {
-				b.WriteString("\r\n  ")
-				line = 2
-			}
+func readError(err error) error {
+	if errors.Is(err, ErrMessage) {
+		return err
+	}
+	return fmt.Errorf("dkimsign: reading message: %w", err)
+}
+
+// crlfWriter passes everything on and fails on the first bare CR or LF:
+// go-msgauth would sign a bare LF as CRLF, and a relay may or may not
+// change it the same way.
+type crlfWriter struct {
+	w  io.Writer
+	cr bool // the previous octet was CR
+}
+
+func (c *crlfWriter) Write(p []byte) (int, error) {
+	rest := p
+	if c.cr && len(rest) > 0 {
+		if rest[0] != '\n' {
+			return 0, fmt.Errorf("%w: bare CR", ErrMessage)
 		}
-		b.WriteString(n)
-		line += len(n)
+		c.cr, rest = false, rest[1:]
 	}
-	return b.String()
-}
-
-// fold splits a base64 value into lines of 72 characters (RFC 6376 3.5:
-// white space in b= is ignored).
-func fold(s string) string {
-	var b strings.Builder
-	for len(s) > 72 {
-		b.WriteString(s[:72])
-		b.WriteString("\r\n  ")
-		s = s[72:]
-	}
-	b.WriteString(s)
-	return b.String()
-}
-
-// relaxedHeader canonicalises one raw header field (RFC 6376 3.4.2): name
-// lower-cased, line ends removed (unfolding), runs of white space made one
-// space, white space at the end of the value and around the colon removed;
-// the result ends in CRLF.
-func relaxedHeader(raw string) string {
-	name, value, _ := strings.Cut(raw, ":")
-	var b strings.Builder
-	b.Grow(len(raw) + 2)
-	b.WriteString(strings.ToLower(strings.TrimRight(name, " \t")))
-	b.WriteByte(':')
-	wsp, started := false, false
-	for i := 0; i < len(value); i++ {
-		switch c := value[i]; c {
-		case '\r', '\n':
-			// unfold
-		case ' ', '\t':
-			wsp = true
-		default:
-			if wsp && started {
-				b.WriteByte(' ')
+	// Line by line with IndexByte, which is vectorised: a CR only just
+	// before each LF, and every LF after a CR.
+	for len(rest) > 0 {
+		k := bytes.IndexByte(rest, '\n')
+		if k < 0 {
+			if i := bytes.IndexByte(rest, '\r'); i >= 0 && i < len(rest)-1 {
+				return 0, fmt.Errorf("%w: bare CR", ErrMessage)
 			}
-			wsp, started = false, true
-			b.WriteByte(c)
+			c.cr = rest[len(rest)-1] == '\r'
+			break
 		}
-	}
-	b.WriteString("\r\n")
-	return b.String()
-}
-
-// relaxedBody canonicalises a body as it is written (RFC 6376 3.4.4) and
-// feeds it to h: runs of white space within a line become one space, white
-// space at the end of a line goes, empty lines at the end go, and a
-// non-empty body ends in CRLF. It does not allocate per write.
-type relaxedBody struct {
-	h       hash.Hash
-	buf     [8 << 10]byte
-	n       int
-	wsp     bool // white space pending within the line
-	crlfs   int  // line ends held back: they count only if text follows
-	cr      bool // the previous octet was CR
-	written bool // some text was written
-}
-
-func (c *relaxedBody) emit(b byte) {
-	if c.n == len(c.buf) {
-		c.h.Write(c.buf[:])
-		c.n = 0
-	}
-	c.buf[c.n] = b
-	c.n++
-}
-
-func (c *relaxedBody) Write(p []byte) (int, error) {
-	for i := 0; i < len(p); i++ {
-		b := p[i]
-		if c.cr {
-			if b != '\n' {
-				return i, fmt.Errorf("%w: bare CR in the body", ErrMessage)
-			}
-			c.cr = false
-			c.crlfs++
-			c.wsp = false // white space at the end of a line is ignored
-			continue
+		if k == 0 || rest[k-1] != '\r' {
+			return 0, fmt.Errorf("%w: bare LF", ErrMessage)
 		}
-		switch b {
-		case '\r':
-			c.cr = true
-		case '\n':
-			return i, fmt.Errorf("%w: bare LF in the body", ErrMessage)
-		case ' ', '\t':
-			c.wsp = true
-		default:
-			for ; c.crlfs > 0; c.crlfs-- {
-				c.emit('\r')
-				c.emit('\n')
-			}
-			if c.wsp {
-				c.emit(' ')
-				c.wsp = false
-			}
-			// The run of ordinary octets up to the next special one is
-			// copied as is.
-			j := i + 1
-			for j < len(p) && !special[p[j]] {
-				j++
-			}
-			c.emitRun(p[i:j])
-			c.written = true
-			i = j - 1
+		if bytes.IndexByte(rest[:k-1], '\r') >= 0 {
+			return 0, fmt.Errorf("%w: bare CR", ErrMessage)
 		}
+		rest = rest[k+1:]
 	}
-	return len(p), nil
-}
-
-// special marks the octets relaxed body canonicalisation looks at.
-var special = [256]bool{' ': true, '\t': true, '\r': true, '\n': true}
-
-func (c *relaxedBody) emitRun(p []byte) {
-	for len(p) > 0 {
-		if c.n == len(c.buf) {
-			c.h.Write(c.buf[:])
-			c.n = 0
-		}
-		k := copy(c.buf[c.n:], p)
-		c.n += k
-		p = p[k:]
-	}
-}
-
-// Close ends the body: trailing empty lines are dropped, and a non-empty
-// body gets its final CRLF.
-func (c *relaxedBody) Close() error {
-	if c.cr {
-		return fmt.Errorf("%w: bare CR at the end of the body", ErrMessage)
-	}
-	if c.written {
-		c.emit('\r')
-		c.emit('\n')
-	}
-	c.h.Write(c.buf[:c.n])
-	c.n = 0
-	return nil
+	return c.w.Write(p)
 }

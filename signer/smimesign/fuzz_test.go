@@ -2,7 +2,6 @@ package smimesign
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"testing"
 )
 
@@ -31,8 +30,7 @@ func canonical(e []byte) bool {
 	return !prevCR
 }
 
-// FuzzScan: scan accepts exactly the 7-bit CRLF entities, hashes all of
-// them, and finds a boundary candidate exactly when a line starts with it.
+// FuzzScan: scan accepts exactly the 7-bit CRLF entities, and finds a boundary candidate exactly when a line starts with it.
 func FuzzScan(f *testing.F) {
 	f.Add([]byte(entity), 3)
 	f.Add([]byte("a\r\n--=_kakuin_x\r\n"), 1)
@@ -43,15 +41,12 @@ func FuzzScan(f *testing.F) {
 			e = bytes.Repeat(e, repeat) // long lines, chunk edges
 		}
 		cands := []string{"=_kakuin_x", "=_kakuin_y"}
-		digest, size, used, err := scan(bytes.NewReader(e), cands)
+		used, err := scan(e, cands)
 		if want := canonical(e); (err == nil) != want {
 			t.Fatalf("scan error %v, canonical %v", err, want)
 		}
 		if err != nil {
 			return
-		}
-		if sum := sha256.Sum256(e); !bytes.Equal(digest, sum[:]) || size != int64(len(e)) {
-			t.Fatal("digest or size wrong")
 		}
 		for i, c := range cands {
 			want := bytes.HasPrefix(e, []byte("--"+c)) || bytes.Contains(e, []byte("\n--"+c))

@@ -3,6 +3,7 @@ package smimesign
 import (
 	"bytes"
 	"crypto"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/asn1"
 	"encoding/base64"
@@ -80,7 +81,7 @@ func parsed(t *testing.T, sig *Signature, body []byte) (first, p7s []byte, p7sHe
 func TestSign(t *testing.T) {
 	t.Parallel()
 	ca := pkitest.New(t)
-	testTime := ca.Now.Add(time.Minute).UTC()
+	testTime := ca.Now.Add(time.Minute).UTC() // to verify the chain at
 	for _, kt := range []struct {
 		name string
 		typ  pkitest.KeyType
@@ -90,12 +91,17 @@ func TestSign(t *testing.T) {
 			t.Parallel()
 			id := ca.Identity(t, "info@example.go.jp", pkitest.WithKeyType(kt.typ))
 			id.Signer = opaqueSigner{id.Signer}
-			sig, err := Sign(strings.NewReader(entity), id, Options{Now: func() time.Time { return testTime }})
+			before := time.Now()
+			sig, err := Sign(strings.NewReader(entity), id, Options{})
+			after := time.Now()
 			if err != nil {
 				t.Fatal(err)
 			}
 			if sig.Algorithm != kt.alg || sig.Size != int64(len(entity)) {
 				t.Errorf("Algorithm %q Size %d", sig.Algorithm, sig.Size)
+			}
+			if sum := sha256.Sum256([]byte(entity)); !bytes.Equal(sig.Digest, sum[:]) {
+				t.Errorf("Digest %x, want the SHA-256 of the entity %x", sig.Digest, sum)
 			}
 			var body bytes.Buffer
 			n, err := sig.WriteBody(&body, strings.NewReader(entity))
@@ -133,9 +139,16 @@ func TestSign(t *testing.T) {
 			if len(p7.Certificates) != 2 || !p7.Certificates[0].Equal(id.Certificate) || !p7.Certificates[1].Equal(ca.Intermediate) {
 				t.Errorf("certificates: %d, want leaf and intermediate", len(p7.Certificates))
 			}
+			// smallstep/pkcs7 stamps signingTime with time.Now(), in
+			// whole seconds.
 			var st time.Time
-			if err := p7.UnmarshalSignedAttribute(pkcs7.OIDAttributeSigningTime, &st); err != nil || !st.Equal(testTime) {
-				t.Errorf("signingTime %v, %v; want %v", st, err, testTime)
+			if err := p7.UnmarshalSignedAttribute(pkcs7.OIDAttributeSigningTime, &st); err != nil ||
+				st.Before(before.Truncate(time.Second)) || st.After(after) {
+				t.Errorf("signingTime %v, %v; want within [%v, %v]", st, err, before, after)
+			}
+			var md []byte
+			if err := p7.UnmarshalSignedAttribute(pkcs7.OIDAttributeMessageDigest, &md); err != nil || !bytes.Equal(md, sig.Digest) {
+				t.Errorf("messageDigest %x, %v; want %x", md, err, sig.Digest)
 			}
 			var ct asn1.ObjectIdentifier
 			if err := p7.UnmarshalSignedAttribute(pkcs7.OIDAttributeContentType, &ct); err != nil || !ct.Equal(pkcs7.OIDData) {
@@ -147,6 +160,13 @@ func TestSign(t *testing.T) {
 			}
 			if !p7.Signers[0].DigestAlgorithm.Algorithm.Equal(pkcs7.OIDDigestAlgorithmSHA256) {
 				t.Errorf("digest algorithm %v, want SHA-256", p7.Signers[0].DigestAlgorithm.Algorithm)
+			}
+			// RFC 8551 2.2: sha256WithRSAEncryption (RFC 5754 3.2) or
+			// ecdsa-with-SHA256 (RFC 5753 7.1.3), never SHA-1.
+			wantSigAlg := map[string]asn1.ObjectIdentifier{"rsa-sha256": pkcs7.OIDEncryptionAlgorithmRSASHA256,
+				"ecdsa-sha256": pkcs7.OIDDigestAlgorithmECDSASHA256}[kt.alg]
+			if got := p7.Signers[0].DigestEncryptionAlgorithm.Algorithm; !got.Equal(wantSigAlg) {
+				t.Errorf("signature algorithm %v, want %v", got, wantSigAlg)
 			}
 			// One changed octet in the entity breaks the signature.
 			tampered := []byte(entity)
@@ -164,6 +184,8 @@ func TestSign(t *testing.T) {
 			}
 			opensslVerify(t, ca, sig, body.Bytes(), true)
 			opensslVerify(t, ca, sig, bytes.Replace(body.Bytes(), []byte("trailing"), []byte("trailinG"), 1), false)
+			nssVerify(t, ca, sig, []byte(entity), true)
+			nssVerify(t, ca, sig, tampered, false)
 		})
 	}
 }
@@ -199,6 +221,41 @@ func opensslVerify(t *testing.T, ca *pkitest.CA, sig *Signature, body []byte, wa
 		if !bytes.Equal(content, []byte(entity)) {
 			t.Errorf("openssl's content %q differs from the entity", content)
 		}
+	}
+}
+
+// nssVerify checks the detached signature over entity with NSS's cmsutil
+// (what Thunderbird verifies with), trusting the test root alone for
+// e-mail signing (certUsageEmailSigner, -u 4).
+func nssVerify(t *testing.T, ca *pkitest.CA, sig *Signature, entity []byte, wantOK bool) {
+	t.Helper()
+	for _, tool := range []string{"certutil", "cmsutil"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s not installed (make deps installs libnss3-tools): %v", tool, err)
+		}
+	}
+	dir := t.TempDir()
+	db := "sql:" + dir
+	root := filepath.Join(dir, "root.pem")
+	sigPath := filepath.Join(dir, "smime.p7s")
+	entityPath := filepath.Join(dir, "entity")
+	for name, data := range map[string][]byte{root: ca.RootPEM(), sigPath: sig.DER, entityPath: entity} {
+		if err := os.WriteFile(name, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, args := range [][]string{
+		{"-N", "-d", db, "--empty-password"},
+		{"-A", "-d", db, "-n", "test root", "-t", "C,C,C", "-i", root},
+	} {
+		if out, err := exec.Command("certutil", args...).CombinedOutput(); err != nil {
+			t.Fatalf("certutil %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	out, err := exec.Command("cmsutil", "-D", "-i", sigPath, "-c", entityPath, "-d", db, "-u", "4", "-n", "-h", "2").CombinedOutput()
+	good := err == nil && bytes.Contains(out, []byte("signer0.status=GoodSignature")) && !bytes.Contains(out, []byte("signer1."))
+	if good != wantOK {
+		t.Errorf("cmsutil: good signature %v, want %v: %v\n%s", good, wantOK, err, out)
 	}
 }
 
@@ -325,18 +382,32 @@ func TestRootNotIncluded(t *testing.T) {
 	}
 }
 
-func TestSigningTimeGeneralized(t *testing.T) {
+// TestSigningTimeUTCTime: signingTime is a UTCTime until 2049 (RFC 8551
+// 2.5.1, RFC 5652 11.3). smallstep/pkcs7 takes the time from time.Now(),
+// so the GeneralizedTime of 2050 on cannot be tested here.
+func TestSigningTimeUTCTime(t *testing.T) {
 	t.Parallel()
 	ca := pkitest.New(t)
 	id := ca.Identity(t, "info@example.go.jp", pkitest.WithKeyType(pkitest.ECDSAP256))
-	late := time.Date(2051, 1, 2, 3, 4, 5, 0, time.UTC)
-	sig, err := Sign(strings.NewReader(entity), id, Options{Now: func() time.Time { return late }})
+	before := time.Now().UTC().Truncate(time.Second)
+	sig, err := Sign(strings.NewReader(entity), id, Options{})
+	after := time.Now().UTC()
 	if err != nil {
 		t.Fatal(err)
 	}
-	// GeneralizedTime 20510102030405Z (RFC 5652 11.3: after 2049).
-	if !bytes.Contains(sig.DER, append([]byte{0x18, 15}, "20510102030405Z"...)) {
-		t.Error("signingTime after 2049 is not a GeneralizedTime")
+	// Attribute ::= SEQUENCE { id-signingTime, SET { UTCTime } }
+	oid, _ := asn1.Marshal(pkcs7.OIDAttributeSigningTime)
+	i := bytes.Index(sig.DER, oid)
+	if i < 0 {
+		t.Fatal("no signingTime attribute")
+	}
+	v := sig.DER[i+len(oid):]
+	if len(v) < 4+13 || v[0] != 0x31 || v[2] != 0x17 || v[3] != 13 {
+		t.Fatalf("signingTime is not SET { UTCTime }: % x", v[:min(len(v), 8)])
+	}
+	st, err := time.Parse("060102150405Z", string(v[4:4+13]))
+	if err != nil || st.Before(before) || st.After(after) {
+		t.Errorf("signingTime %v, %v; want within [%v, %v]", st, err, before, after)
 	}
 }
 
