@@ -68,7 +68,7 @@ func BenchmarkGatewayLoad(b *testing.B) {
 	cmd.Env = append(os.Environ(),
 		"KAKUIN_PKI_DIR="+pkiDir,
 		"KAKUIN_LISTEN="+addr,
-		"KAKUIN_METRICS_LISTEN=",
+		"KAKUIN_METRICS_LISTEN=off",
 		"KAKUIN_CLIENT_NETWORKS=127.0.0.0/8",
 		"KAKUIN_UPSTREAM=smtp://"+sink.Addr,
 		"KAKUIN_UPSTREAM_CA="+upCA,

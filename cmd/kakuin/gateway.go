@@ -37,7 +37,7 @@ type gatewayConfig struct {
 	Sign signConfig
 
 	Listen         string   `env:"LISTEN" envDefault:"127.0.0.1:2525" help:"SMTP listening address"`
-	MetricsListen  string   `env:"METRICS_LISTEN" envDefault:"127.0.0.1:9125" help:"address of /metrics, /healthz and /readyz (empty: off)"`
+	MetricsListen  string   `env:"METRICS_LISTEN" envDefault:"127.0.0.1:9125" help:"address of /metrics, /healthz and /readyz (off: none)"`
 	ClientNetworks []string `env:"CLIENT_NETWORKS" envSeparator:"," help:"comma-separated CIDRs whose clients may relay without authenticating (default none)"`
 	Credentials    string   `env:"CREDENTIALS" help:"SMTP AUTH accounts, NAME:BCRYPT-HASH per line, not accessible to others (default none: AUTH off)"`
 	SenderPolicy   string   `env:"SENDER_POLICY" help:"per-client sender domains file (see README; default: every authorised client may use every domain under the suffixes)"`
@@ -162,7 +162,7 @@ func serveGateway(ctx context.Context, cfg *gatewayConfig, log *slog.Logger, hup
 		return fail(exitTemp, "listen", err)
 	}
 	var metricsAddr string
-	if cfg.MetricsListen != "" {
+	if cfg.MetricsListen != "" && cfg.MetricsListen != "off" {
 		mln, err := net.Listen("tcp", cfg.MetricsListen)
 		if err != nil {
 			ln.Close()
