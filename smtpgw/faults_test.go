@@ -163,3 +163,25 @@ func TestSignerFailuresFailClosed(t *testing.T) {
 	// signer refuses.
 	test("duplicate subject", nil, message("taro@mhlw.go.jp", "Subject: again"), 554, "5.6.0")
 }
+
+// TestSMTPUTF8: offered only when configured, and refused with 553 5.6.7
+// when the upstream cannot carry it (RFC 6531 3.4).
+func TestSMTPUTF8(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(o *Options) { o.SMTPUTF8 = true })
+	c := e.dial()
+	if ehlo := c.expect(250, "EHLO client.example.go.jp"); !strings.Contains(ehlo, "SMTPUTF8") {
+		t.Fatalf("SMTPUTF8 not offered: %q", ehlo)
+	}
+	if code, text := c.cmd("MAIL FROM:<taro@mhlw.go.jp> SMTPUTF8"); code != 553 || enhanced(text) != "5.6.7" {
+		t.Fatalf("SMTPUTF8 to an upstream without it: %d %s", code, text)
+	}
+	off := newEnv(t, nil)
+	c = off.dial()
+	if ehlo := c.expect(250, "EHLO client.example.go.jp"); strings.Contains(ehlo, "SMTPUTF8") {
+		t.Fatalf("SMTPUTF8 offered by default: %q", ehlo)
+	}
+	if code, _ := c.cmd("MAIL FROM:<taro@mhlw.go.jp> SMTPUTF8"); code/100 != 5 {
+		t.Fatalf("SMTPUTF8 not offered but accepted: %d", code)
+	}
+}

@@ -2,8 +2,14 @@ package relay_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
+	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -300,4 +306,44 @@ func TestNewRejectsBadURLs(t *testing.T) {
 			t.Errorf("New(%q): %v, want ErrConfig", u, err)
 		}
 	}
+}
+
+func TestUpstreamClientCertificate(t *testing.T) {
+	t.Parallel()
+	cert, pool := clientCert(t)
+	srv := smtptest.New(t, smtptest.Options{STARTTLS: true, ClientCAs: pool})
+	with := upstream(t, srv, func(o *relay.Options) { o.TLS.Certificates = []tls.Certificate{cert} })
+	if _, err := send(context.Background(), with, "a@example.go.jp", []string{"b@example.com"}, body); err != nil {
+		t.Fatalf("with a client certificate: %v", err)
+	}
+	without := upstream(t, srv, nil)
+	if _, err := send(context.Background(), without, "a@example.go.jp", []string{"b@example.com"}, body); err == nil {
+		t.Fatal("accepted without a client certificate")
+	}
+	if n := len(srv.Messages()); n != 1 {
+		t.Fatalf("upstream has %d messages", n)
+	}
+}
+
+// clientCert is a self-signed ECDSA certificate for TLS client auth.
+func clientCert(t *testing.T) (tls.Certificate, *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "gw.example.go.jp"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		BasicConstraintsValid: true, IsCA: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := x509.ParseCertificate(der)
+	pool := x509.NewCertPool()
+	pool.AddCert(c)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: c}, pool
 }
