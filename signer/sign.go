@@ -55,9 +55,13 @@ func New(opts Options) (*Signer, error) {
 // ErrMessage, ErrSender, ErrNoCertificate or ErrKey (and the cause); an
 // error reading src or writing dst is returned wrapped as is.
 //
-// The message is held in memory twice at most (as read, and 7-bit
-// normalised); when src reports its length (a Len method, or a regular
-// *os.File) the first buffer is sized exactly.
+// The message is held in memory twice (as read, and 7-bit normalised; the
+// first is dropped before signing), and a third time while S/MIME signs:
+// smallstep/pkcs7's NewSignedData marshals a copy of the entity, which
+// Detach drops. When src reports its length (a Len method, or a regular
+// *os.File) the first buffer is sized exactly. go-msgauth's DKIM signers
+// allocate about four times the message in short-lived garbage (two
+// copies of every octet per key).
 func (s *Signer) Sign(ctx context.Context, dst io.Writer, src io.Reader) (Result, error) {
 	var res Result
 	br := bufio.NewReaderSize(src, 8<<10)
