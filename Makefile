@@ -5,11 +5,13 @@ GO        ?= go
 BIN       := bin/kakuin
 VAR       := var
 # Debian packages the tests and `make run` use: real peers, not mocks.
-DEB_PKGS  := openssl libnss3-tools python3-dkim python3-nacl python3-dnspython postfix swaks softhsm2 libmail-dkim-perl ca-certificates
+DEB_PKGS  := openssl libnss3-tools python3-dkim python3-nacl python3-dnspython postfix libsasl2-modules swaks softhsm2 libmail-dkim-perl ca-certificates
+# What `make bench` adds: the Postfix + OpenDKIM baseline it measures against.
+BENCH_DEB_PKGS := opendkim opendkim-tools
 # Debian's python3, where python3-dkim lives (a pyenv python3 may come first on PATH).
 export KAKUIN_TEST_PYTHON ?= /usr/bin/python3
 
-.PHONY: all build run test deps bench fuzz check-deps vet fmt clean
+.PHONY: all build run test deps bench-deps bench fuzz check-deps clean
 
 all: build
 
@@ -19,24 +21,27 @@ build:
 # deps installs the Debian packages once; it is idempotent and quiet when
 # everything is there already.
 deps:
-	@missing=""; for p in $(DEB_PKGS); do \
-	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || missing="$$missing $$p"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-	  echo "make deps: installing$$missing"; \
-	  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
-	fi
+	@./scripts/apt-install.sh $(DEB_PKGS)
+
+bench-deps: deps
+	@./scripts/apt-install.sh $(BENCH_DEB_PKGS)
+
+check-deps:
+	@./scripts/check-deps.sh
 
 run: deps build
 	./scripts/run-dev.sh
 
 test: deps
 	$(GO) vet ./...
+	@./scripts/check-deps.sh
 	$(GO) test -race -shuffle=on -timeout 20m ./...
 
-bench: deps build
+# bench: the Go benchmarks, then the gateway against Postfix + OpenDKIM
+# (deploy/bench/bench.sh, about 5 minutes).
+bench: bench-deps build
 	$(GO) test -run '^$$' -bench . -benchmem -timeout 30m ./...
+	./deploy/bench/bench.sh all
 
 # fuzz runs every fuzz target for FUZZTIME each.
 FUZZTIME ?= 30s
