@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kakuin/kakuin/smtpgw/smtptest"
 )
 
 func TestShutdown(t *testing.T) {
@@ -167,5 +169,34 @@ func TestMetricsAndHealth(t *testing.T) {
 	e.gw.readyMu.Unlock()
 	if code, _ := get("/readyz"); code != 503 {
 		t.Fatalf("/readyz with the upstream down: %d", code)
+	}
+}
+
+// TestCloseDuringData: the gateway is stopped hard while a message is on
+// its way upstream: the client never gets 250 and the upstream keeps
+// nothing.
+func TestCloseDuringData(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	e.up.SetFaults(smtptest.Faults{Stall: true})
+	c := e.dial()
+	c.expect(250, "EHLO client.example.go.jp")
+	c.expect(250, "MAIL FROM:<taro@mhlw.go.jp>")
+	c.expect(250, "RCPT TO:<citizen@example.com>")
+	c.expect(354, "DATA")
+	if _, err := c.conn.Write([]byte(dotStuff(message("taro@mhlw.go.jp")) + ".\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // the gateway is now waiting for the upstream
+	start := time.Now()
+	e.gw.Close()
+	if code, text := c.read(); code == 250 {
+		t.Fatalf("250 after a hard stop: %s", text)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("Close took %v", d)
+	}
+	if n := len(e.up.Messages()); n != 0 {
+		t.Fatalf("upstream has %d messages", n)
 	}
 }

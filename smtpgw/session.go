@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-sasl"
@@ -41,6 +42,10 @@ type session struct {
 	// afterData: go-smtp calls Reset after every DATA; that one is not a
 	// client command.
 	afterData bool
+	// mu serialises the session's methods with Logout, which go-smtp
+	// may call from another goroutine (Server.Close at the shutdown
+	// deadline) while Data is running.
+	mu sync.Mutex
 }
 
 // txn is one mail transaction and the record that is logged at its end.
@@ -162,7 +167,9 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 			s.g.log.Warn("auth failed", "client", s.client.Addr.String(), "user", user)
 			return smtp.ErrAuthFailed // 535 5.7.8
 		}
+		s.mu.Lock()
 		s.client.User = user
+		s.mu.Unlock()
 		return nil
 	}
 	switch strings.ToUpper(mech) {
@@ -204,6 +211,8 @@ func (l *loginServer) Next(response []byte) ([]byte, bool, error) {
 // Mail implements smtp.Session: authorisation, rate, sender policy, then
 // MAIL FROM upstream.
 func (s *session) Mail(from string, opts *smtp.MailOptions) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.t != nil {
 		// RFC 5321 4.1.4: no MAIL inside a transaction.
 		return &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "Nested MAIL command"}
@@ -280,6 +289,8 @@ func (s *session) checkSender(cfg *Config, addr string) error {
 // Rcpt implements smtp.Session: forwarded upstream at once, its reply
 // passed back.
 func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.t == nil || s.t.up == nil {
 		return &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "Need MAIL first"}
 	}
@@ -302,6 +313,8 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 // Data implements smtp.Session: spool and check, sign, relay; 250 only
 // when the upstream said 250.
 func (s *session) Data(r io.Reader) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.t == nil || s.t.up == nil {
 		io.Copy(io.Discard, r)
 		return &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "Need MAIL first"}
@@ -493,6 +506,8 @@ func (s *session) end(err error) {
 // Reset implements smtp.Session: RSET, a new EHLO, and the end of every
 // DATA. An open transaction is aborted upstream (RSET there too).
 func (s *session) Reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.afterData {
 		s.afterData = false
 		if s.g.draining.Load() {
@@ -514,6 +529,12 @@ func (s *session) Reset() {
 
 // Logout implements smtp.Session.
 func (s *session) Logout() error {
+	// Interrupt upstream I/O first, so that a Data in progress returns
+	// (its upstream DATA is cut short: nothing is half delivered), then
+	// wait for it.
+	s.cancel()
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.t != nil {
 		if s.t.up != nil {
 			s.t.up.Abort()
