@@ -262,7 +262,9 @@ func (u *smtpUpstream) Begin(ctx context.Context, from string, opts MailOptions)
 // with NOOP) and keeps it.
 func (u *smtpUpstream) Ping(ctx context.Context) error {
 	if c := u.get(); c != nil {
-		if err := c.c.Noop(); err == nil {
+		stop := context.AfterFunc(ctx, func() { c.raw.Close() })
+		err := c.c.Noop()
+		if stop() && err == nil {
 			u.put(c)
 			return nil
 		}
@@ -301,7 +303,10 @@ func (t *smtpTxn) do(ctx context.Context, f func() error) error {
 	if t.done {
 		return fmt.Errorf("%w: transaction already ended", ErrDropped)
 	}
-	stop := context.AfterFunc(ctx, func() { t.c.raw.SetDeadline(time.Unix(1, 0)) })
+	// Closing (not a past deadline, which smtp.Client would overwrite at
+	// its next command) makes cancellation certain; the connection is
+	// not reused after it.
+	stop := context.AfterFunc(ctx, func() { t.c.raw.Close() })
 	err := f()
 	if !stop() {
 		err = errors.Join(err, ctx.Err())
