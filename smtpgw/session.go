@@ -453,8 +453,12 @@ func (s *session) received(cfg *Config) string {
 	if helo == "" {
 		helo = "unknown"
 	}
+	addr := s.client.Addr.String()
+	if s.client.Addr.Is6() {
+		addr = "IPv6:" + addr // RFC 5321 4.1.3
+	}
 	return fmt.Sprintf("Received: from %s ([%s])\r\n\tby %s (kakuin) with %s id %s;\r\n\t%s\r\n",
-		helo, s.client.Addr, s.g.opts.Hostname, proto, s.t.id, s.g.opts.Now().Format(time.RFC1123Z))
+		helo, addr, s.g.opts.Hostname, proto, s.t.id, s.g.opts.Now().Format(time.RFC1123Z))
 }
 
 // end logs the transaction and updates the metrics. err nil means the
