@@ -10,6 +10,13 @@
 // a field name followed by white space before the colon (obs-optional), a
 // line that is neither a field nor a continuation, and lines over the
 // length limit are syntax errors.
+//
+// Options.Received reads mail received from elsewhere (the verifier): it
+// also takes the obsolete syntax that has one reading (obs-optional, long
+// lines) but refuses, like the strict mode, whatever two readers could
+// split differently. Both modes share one address parser, one RFC 2047
+// charset table and one set of singleton fields, so the signer, the
+// gateway and the verifier cannot disagree about the author.
 package rfc5322
 
 import (
@@ -55,8 +62,28 @@ type Options struct {
 	// MaxFields bounds the number of fields. If zero, DefaultMaxFields.
 	MaxFields int
 	// MaxLineLength bounds each line, line end excluded. If zero,
-	// DefaultMaxLineLength (RFC 5322 2.1.1); if negative, no limit.
+	// DefaultMaxLineLength (RFC 5322 2.1.1), or no limit when Received is
+	// set; if negative, no limit.
 	MaxLineLength int
+	// Received selects the reading of a message received from elsewhere,
+	// as a verifier must take it, rather than one about to be signed. RFC
+	// 5322 4 says the obsolete syntax must be accepted, not generated; of
+	// it, Received accepts what has a single reading:
+	//   - white space between a field name and its colon (obs-optional,
+	//     RFC 5322 4.5): Name is the name without it, Raw keeps it, as
+	//     DKIM's relaxed canonicalisation (RFC 6376 3.4.2) and go-msgauth
+	//     read it, so "From : x" counts as a From field (and a second From
+	//     is seen as a duplicate, not missed);
+	//   - lines over 998 characters (RFC 5322 2.1.1), unless MaxLineLength
+	//     says otherwise.
+	// It refuses, as the strict reading does, whatever two readers could
+	// split differently: a bare CR (obs-unstruct, RFC 5322 4.1, allows it,
+	// but some readers break the line there and some do not: a field
+	// hidden behind it would be seen by one and not the other), a NUL
+	// (C readers stop there), a line that is neither a field nor a
+	// continuation, a field name outside printable US-ASCII. If false, the
+	// strict reading of the signer and the gateway.
+	Received bool
 }
 
 func (o *Options) limits() (maxHeader, maxFields, maxLine int) {
@@ -70,15 +97,21 @@ func (o *Options) limits() (maxHeader, maxFields, maxLine int) {
 	if o.MaxFields > 0 {
 		maxFields = o.MaxFields
 	}
-	if o.MaxLineLength != 0 {
+	switch {
+	case o.MaxLineLength != 0:
 		maxLine = o.MaxLineLength
+	case o.Received:
+		maxLine = -1
 	}
 	return
 }
 
+func (o *Options) received() bool { return o != nil && o.Received }
+
 // Field is one header field.
 type Field struct {
-	// Name is the field name as written ("Subject"); compare it with
+	// Name is the field name as written ("Subject"), without the white
+	// space Options.Received allows before the colon; compare it with
 	// strings.EqualFold.
 	Name string
 	// Raw is the whole field as it appeared: name, colon, body, folding
@@ -124,6 +157,17 @@ func (h Header) Get(name string) []Field {
 		}
 	}
 	return fs
+}
+
+// Values returns the values of the fields named name, in order.
+func (h Header) Values(name string) []string {
+	var vs []string
+	for _, f := range h {
+		if f.Is(name) {
+			vs = append(vs, f.Value)
+		}
+	}
+	return vs
 }
 
 // WriteTo writes the raw fields and the blank line that ends the header
@@ -202,11 +246,16 @@ func Parse(msg []byte, opts *Options) (Header, int, error) {
 			return nil, 0, fmt.Errorf("%w: not a header field: %q", ErrSyntax, clip(content))
 		}
 		name := content[:colon]
+		if opts.received() {
+			// RFC 5322 4.5 obs-optional: field-name *WSP ":". Refused
+			// below when not reading received mail.
+			name = bytes.TrimRight(name, " \t")
+		}
 		for _, c := range name {
 			// RFC 5322 2.2: ftext is printable US-ASCII except colon.
 			// White space before the colon (obs-optional, 4.5.x) is refused.
 			if c < 33 || c > 126 {
-				return nil, 0, fmt.Errorf("%w: invalid field name %q", ErrSyntax, clip(name))
+				return nil, 0, fmt.Errorf("%w: invalid field name %q", ErrSyntax, clip(content[:colon]))
 			}
 		}
 		if len(h) == maxFields {
@@ -219,11 +268,12 @@ func Parse(msg []byte, opts *Options) (Header, int, error) {
 	return h.finish(), len(msg), nil
 }
 
-// finish computes Value for every field.
+// finish computes Value for every field: what follows the first colon
+// (a field name has none, RFC 5322 2.2).
 func (h Header) finish() Header {
 	for i := range h {
 		f := &h[i]
-		v := f.Raw[len(f.Name)+1:]
+		v := f.Raw[bytes.IndexByte(f.Raw, ':')+1:]
 		f.Value = unfold(string(v))
 	}
 	return h
@@ -244,6 +294,25 @@ func unfold(s string) string {
 		s = b.String()
 	}
 	return strings.Trim(s, " \t")
+}
+
+// CRLF returns msg with every line ending in CRLF (RFC 5322 2.1, RFC 8551
+// 3.1.1: the canonical form signatures are computed over): each LF not
+// preceded by CR gets one. A bare CR is left as it is (Parse refuses it
+// in a header section). It returns msg itself when nothing changes.
+func CRLF(msg []byte) []byte {
+	bare := bytes.Count(msg, []byte("\n")) - bytes.Count(msg, []byte("\r\n"))
+	if bare == 0 {
+		return msg
+	}
+	out := make([]byte, 0, len(msg)+bare)
+	for i, c := range msg {
+		if c == '\n' && (i == 0 || msg[i-1] != '\r') {
+			out = append(out, '\r')
+		}
+		out = append(out, c)
+	}
+	return out
 }
 
 // trimEOL removes a final CRLF or LF; a CR not followed by LF stays.

@@ -224,7 +224,7 @@ func mimeWord(charset, s string) string {
 func TestISO2022JPDisplayName(t *testing.T) {
 	t.Parallel()
 	enc, _ := japanese.ISO2022JP.NewEncoder().Bytes([]byte("厚生労働省"))
-	list, err := addressParser.ParseList(mimeWord("iso-2022-jp", string(enc)) + " <info@mhlw.go.jp>")
+	list, err := parseList(mimeWord("iso-2022-jp", string(enc))+" <info@mhlw.go.jp>", true)
 	if err != nil || len(list) != 1 || list[0].Name != "厚生労働省" {
 		t.Fatalf("decoded %v, %v", list, err)
 	}
@@ -248,4 +248,192 @@ func TestSender(t *testing.T) {
 	if _, err := Sender(h); !errors.Is(err, ErrAddress) {
 		t.Errorf("two fields: %v", err)
 	}
+}
+
+// TestReceived: the received-mail reading takes obs-optional and long
+// lines, and refuses, like the strict one, what two readers could split
+// differently.
+func TestReceived(t *testing.T) {
+	t.Parallel()
+	rcv := &Options{Received: true}
+	msg := "From : A <a@example.go.jp>\r\nSubject\t: hi\r\nX: " + strings.Repeat("x", 2000) + "\r\n\r\nbody"
+	if _, _, err := Parse([]byte(msg), nil); !errors.Is(err, ErrSyntax) {
+		t.Errorf("strict: %v", err)
+	}
+	h, off, err := Parse([]byte(msg), rcv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if msg[off:] != "body" || len(h) != 3 || h[0].Name != "From" || h[0].Value != "A <a@example.go.jp>" ||
+		string(h[0].Raw) != "From : A <a@example.go.jp>\r\n" || h[1].Name != "Subject" || h[1].Value != "hi" {
+		t.Fatalf("fields %q", h)
+	}
+	// A From written with obs-optional white space is a From: two of
+	// them are seen, not one.
+	h, _, err = Parse([]byte("From: a@example.go.jp\r\nFrom : evil@example.com\r\n\r\n"), rcv)
+	if err != nil || h.Count("From") != 2 {
+		t.Fatalf("%q %v", h, err)
+	}
+	if _, err := From(h); !errors.Is(err, ErrAddress) {
+		t.Errorf("From with two: %v", err)
+	}
+	if err := CheckSingletons(h); !errors.Is(err, ErrDuplicate) {
+		t.Errorf("CheckSingletons: %v", err)
+	}
+	// ReadHeader takes the same options.
+	h, err = ReadHeader(bufio.NewReaderSize(strings.NewReader(msg), 16), rcv)
+	if err != nil || len(h) != 3 || h[1].Name != "Subject" {
+		t.Errorf("ReadHeader: %q %v", h, err)
+	}
+	// An explicit line limit still holds.
+	if _, _, err := Parse([]byte(msg), &Options{Received: true, MaxLineLength: 100}); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("MaxLineLength 100: %v", err)
+	}
+	test := func(msg string, want error) {
+		t.Helper()
+		if _, _, err := Parse([]byte(msg), rcv); !errors.Is(err, want) {
+			t.Errorf("Parse(%q) = %v, want %v", msg, err, want)
+		}
+	}
+	// Bare CR: a reader that breaks the line there would see a From field
+	// hidden in the Subject; one reading is refused rather than guessed.
+	test("Subject: hello\rFrom: evil@example.com\r\nFrom: a@example.go.jp\r\n\r\n", ErrSyntax)
+	test("From: a@example.go.jp\r\r\nX: y\r\n\r\n", ErrSyntax)
+	test("Subject: a\x00From: evil@example.com\r\n\r\n", ErrSyntax)
+	test("not a field\r\n\r\n", ErrSyntax)
+	test(" folded: first\r\n\r\n", ErrSyntax)
+	test("Fr om: a@b\r\n\r\n", ErrSyntax)
+	test("Subj\xe9ct: a\r\n\r\n", ErrSyntax)
+	test(" : a\r\n\r\n", ErrSyntax)
+	test("A: 1\r\nB: 2\r\n\r\n", nil)
+	if _, _, err := Parse([]byte("A: 1\r\nB: 2\r\nC: 3\r\n\r\n"), &Options{Received: true, MaxFields: 2}); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("MaxFields: %v", err)
+	}
+}
+
+func TestCRLF(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"":                   "",
+		"a\r\nb\nc\n":        "a\r\nb\r\nc\r\n",
+		"\n\n":               "\r\n\r\n",
+		"a\rb\r\n":           "a\rb\r\n", // a bare CR is not a line end
+		"From: a\r\n\r\nx\n": "From: a\r\n\r\nx\r\n",
+	} {
+		if got := string(CRLF([]byte(in))); got != want {
+			t.Errorf("CRLF(%q) = %q, want %q", in, got, want)
+		}
+	}
+	same := []byte("a\r\nb\r\n")
+	if got := CRLF(same); &got[0] != &same[0] {
+		t.Error("CRLF copied an input already in CRLF form")
+	}
+}
+
+func TestValuesAndDuplicated(t *testing.T) {
+	t.Parallel()
+	h, _, err := Parse([]byte("To: a@example.go.jp\r\nSubject: x\r\nto: b@example.go.jp\r\nSubject: y\r\nDate: z\r\nReceived: 1\r\nReceived: 2\r\n\r\n"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(h.Values("TO"), "|"); got != "a@example.go.jp|b@example.go.jp" {
+		t.Errorf("Values = %q", got)
+	}
+	if h.Values("Cc") != nil {
+		t.Error("Values of an absent field")
+	}
+	if got := strings.Join(Duplicated(h), " "); got != "To Subject" {
+		t.Errorf("Duplicated = %q", got)
+	}
+	if Duplicated(h[:2]) != nil {
+		t.Error("Duplicated without duplicates")
+	}
+}
+
+func TestParseAddressList(t *testing.T) {
+	t.Parallel()
+	l, err := ParseAddressList("=?ISO-2022-JP?B?GyRCO1RMMRsoQg==?= <taro@example.go.jp>, b@example.com")
+	if err != nil || len(l) != 2 || l[0].Address != "taro@example.go.jp" || l[0].Name != "市民" || l[1].Address != "b@example.com" {
+		t.Fatalf("%v %v", l, err)
+	}
+	// Groups in To and Cc: their members.
+	l, err = ParseAddressList("staff: a@example.go.jp, b@example.go.jp;, c@example.com")
+	if err != nil || len(l) != 3 || l[2].Address != "c@example.com" {
+		t.Fatalf("group: %v %v", l, err)
+	}
+	l, err = ParseAddressList("undisclosed-recipients:;")
+	if err != nil || len(l) != 0 {
+		t.Fatalf("empty group: %v %v", l, err)
+	}
+	// A display name that cannot be read cannot be checked.
+	_, err = ParseAddressList("=?x-unknown?Q?abc?= <info@mhlw.go.jp>")
+	if !errors.Is(err, ErrAddress) || !errors.Is(err, ErrCharset) {
+		t.Errorf("unknown charset: %v", err)
+	}
+	if _, err := ParseAddressList("not an address"); !errors.Is(err, ErrAddress) {
+		t.Errorf("garbage: %v", err)
+	}
+}
+
+func TestParseMailboxList(t *testing.T) {
+	t.Parallel()
+	l, err := ParseMailboxList(`"taro@example.go.jp" <evil@example.com>`)
+	if err != nil || len(l) != 1 || l[0].Name != "taro@example.go.jp" || l[0].Address != "evil@example.com" {
+		t.Fatalf("%v %v", l, err)
+	}
+	l, err = ParseMailboxList("a@example.go.jp, b@example.go.jp")
+	if err != nil || len(l) != 2 {
+		t.Fatalf("two: %v %v", l, err)
+	}
+	for _, v := range []string{
+		"Ministry: taro@example.go.jp;", // a group that would list one author
+		"undisclosed-recipients:;",
+		"a@example.go.jp, g: b@example.go.jp;",
+	} {
+		if _, err := ParseMailboxList(v); !errors.Is(err, ErrAddress) {
+			t.Errorf("%q: %v", v, err)
+		}
+	}
+	// A colon inside a quoted string, comment or angle brackets is no group.
+	for _, v := range []string{`"a: b" <a@example.go.jp>`, `a@example.go.jp (note: x)`} {
+		if l, err := ParseMailboxList(v); err != nil || len(l) != 1 {
+			t.Errorf("%q: %v %v", v, l, err)
+		}
+	}
+	if _, err := ParseMailboxList("=?x-unknown?Q?abc?= <info@mhlw.go.jp>"); !errors.Is(err, ErrCharset) {
+		t.Errorf("unknown charset: %v", err)
+	}
+}
+
+func TestDecodeText(t *testing.T) {
+	t.Parallel()
+	enc, _ := japanese.ShiftJIS.NewEncoder().Bytes([]byte("お知らせ"))
+	for in, want := range map[string]string{
+		"plain text":                           "plain text",
+		"=?UTF-8?B?dGVzdA==?=":                 "test",
+		"=?ISO-2022-JP?B?GyRCO1RMMRsoQg==?= x": "市民 x",
+		mimeWord("cp932", string(enc)):         "お知らせ",
+		"=?x-unknown?Q?abc?=":                  "=?x-unknown?Q?abc?=", // unchanged
+	} {
+		if got := DecodeText(in); got != want {
+			t.Errorf("DecodeText(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestSameAddress(t *testing.T) {
+	t.Parallel()
+	test := func(a, b string, want bool) {
+		t.Helper()
+		if SameAddress(a, b) != want || SameAddress(b, a) != want {
+			t.Errorf("SameAddress(%q, %q) != %v", a, b, want)
+		}
+	}
+	test("taro@EXAMPLE.go.jp", "taro@example.go.jp", true)
+	test("Taro@example.go.jp", "taro@example.go.jp", false) // local part exact
+	test(`"a@mhlw.go.jp"@example.com`, `"a@mhlw.go.jp"@EXAMPLE.com`, true)
+	test("a@mhlw.go.jp@example.com", "a@mhlw.go.jp", false)
+	test("noat", "noat", true)
+	test("noat", "NOAT", false)
+	test("noat", "noat@example.com", false)
 }

@@ -30,6 +30,10 @@ func FuzzMessage(f *testing.F) {
 	f.Add(testsign.Opaque(f, id, outer, testsign.Entity("hello")))
 	f.Add([]byte("From: \"a@example.go.jp\" <b@example.com>, c@example.go.jp\r\nFrom: x\r\n\r\n"))
 	f.Add([]byte("From: =?iso-2022-jp?b?GyRCO1RMMRsoQg==?= <a@example.go.jp>\nContent-Type: multipart/mixed; boundary=x\n\n--x\n\n--x--\n"))
+	// Received-mail header shapes: obs-optional, an mbox-looking From
+	// field, a bare CR, a From group.
+	f.Add([]byte("From : a@example.go.jp\r\nFrom: b@example.com\r\nSubject\t: x\r\n\r\n"))
+	f.Add([]byte("Subject: a\rFrom: b@example.com\r\nFrom: g: a@example.go.jp;\r\n\r\n"))
 	v := verify.New(verify.Options{TrustAnchors: ca.Roots()})
 	f.Fuzz(func(t *testing.T, msg []byte) {
 		rep, err := v.Bytes(context.Background(), msg)

@@ -9,9 +9,9 @@ import (
 
 	"github.com/emersion/go-msgauth/authres"
 
+	"github.com/kakuin/kakuin/rfc5322"
 	"github.com/kakuin/kakuin/verify/dkimverify"
 	"github.com/kakuin/kakuin/verify/dmarc"
-	"github.com/kakuin/kakuin/verify/internal/header"
 	"github.com/kakuin/kakuin/verify/smimeverify"
 )
 
@@ -127,6 +127,9 @@ func signedHeadersCheck(sm *smimeverify.Result) Check {
 	switch {
 	case sm.Entity == nil:
 		c.Status, c.Reason = authres.ResultNone, "no signed part"
+	case sm.InnerErr != nil:
+		c.Status = authres.ResultFail
+		c.Reason = "the header inside the signed part cannot be read, so it cannot be compared with the message's: " + sm.InnerErr.Error()
 	case len(sm.Mismatched) > 0:
 		c.Status = authres.ResultFail
 		c.Reason = "header fields inside the signed part differ from the message's: " + strings.Join(sm.Mismatched, ", ")
@@ -177,7 +180,7 @@ var shown = []string{"From", "Sender", "Reply-To", "To", "Cc", "Subject", "Date"
 
 // unsignedShown lists the fields of shown present in h that r's h= tag
 // does not name.
-func unsignedShown(r *dkimverify.Result, h header.Header) []string {
+func unsignedShown(r *dkimverify.Result, h rfc5322.Header) []string {
 	var out []string
 	for _, n := range shown {
 		if h.Count(n) == 0 {
@@ -197,7 +200,7 @@ func unsignedShown(r *dkimverify.Result, h header.Header) []string {
 	return out
 }
 
-func dkimCheck(r *dkimverify.Result, fromDomain, mode string, h header.Header) Check {
+func dkimCheck(r *dkimverify.Result, fromDomain, mode string, h rfc5322.Header) Check {
 	c := Check{Name: CheckDKIM, Status: r.Status, Reason: r.Reason, Evidence: map[string]string{
 		"d": r.Domain, "s": r.Selector, "a": r.Algorithm, "c": r.Canonicalization, "b": r.BPrefix,
 		"h": strings.Join(r.HeaderKeys, ":"),

@@ -31,8 +31,8 @@ import (
 	"github.com/emersion/go-msgauth/authres"
 
 	"github.com/kakuin/kakuin/govdomain"
+	"github.com/kakuin/kakuin/rfc5322"
 	"github.com/kakuin/kakuin/verify/dkimverify"
-	"github.com/kakuin/kakuin/verify/internal/header"
 	"github.com/kakuin/kakuin/verify/lookup"
 	"github.com/kakuin/kakuin/verify/revocation"
 	"github.com/kakuin/kakuin/verify/smimeverify"
@@ -134,16 +134,20 @@ func (v *Verifier) Message(ctx context.Context, r io.Reader) (*Report, error) {
 
 // Bytes verifies a message held in memory. msg is not modified.
 func (v *Verifier) Bytes(ctx context.Context, msg []byte) (*Report, error) {
-	// An mbox "From " separator line is not part of the message.
-	if bytes.HasPrefix(msg, []byte("From ")) {
+	// An mbox "From " separator line ("From sender date") is not part of
+	// the message. "From :" is not one: it is a From field with the
+	// obsolete white space before the colon (RFC 5322 4.5), which a mail
+	// reader shows, so it must not be dropped unseen.
+	if rest, ok := bytes.CutPrefix(msg, []byte("From ")); ok && !bytes.HasPrefix(bytes.TrimLeft(rest, " \t"), []byte(":")) {
 		if i := bytes.IndexByte(msg, '\n'); i >= 0 {
 			msg = msg[i+1:]
 		}
 	}
 	// RFC 5322 2.1, RFC 8551 3.1.1: judge the canonical form (a message
 	// saved with LF line ends was sent with CRLF).
-	msg = header.Canonical(msg)
-	h, _, err := header.Split(msg)
+	msg = rfc5322.CRLF(msg)
+	// Read as received mail, by the parser the signer and the gateway use.
+	h, _, err := rfc5322.Parse(msg, &rfc5322.Options{Received: true})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrMessage, err)
 	}
@@ -221,7 +225,7 @@ func domainOf(addr string) string {
 // field; RFC 5322 3.6.2: one mailbox (several need a Sender, and then no
 // single author can be named). A display name that shows another address
 // is refused: the reader sees the name, not the address.
-func checkFrom(h header.Header) (string, Check) {
+func checkFrom(h rfc5322.Header) (string, Check) {
 	c := Check{Name: CheckFrom, Status: authres.ResultFail, Evidence: map[string]string{}}
 	vals := h.Values("From")
 	switch len(vals) {
@@ -237,7 +241,8 @@ func checkFrom(h header.Header) (string, Check) {
 		return "", c
 	}
 	c.Evidence["from"] = vals[0]
-	list, err := header.ParseAddressList(vals[0])
+	// RFC 5322 3.6.2: mailboxes, not a group (the signer's rule too).
+	list, err := rfc5322.ParseMailboxList(vals[0])
 	if err != nil {
 		c.Status, c.Reason = authres.ResultPermError, "the From field cannot be parsed: "+err.Error()
 		return "", c
@@ -250,7 +255,7 @@ func checkFrom(h header.Header) (string, Check) {
 	c.Evidence["address"] = a.Address
 	if a.Name != "" {
 		c.Evidence["display-name"] = a.Name
-		if other := addressIn(a.Name); other != "" && !header.SameAddress(other, a.Address) {
+		if other := addressIn(a.Name); other != "" && !rfc5322.SameAddress(other, a.Address) {
 			c.Reason = fmt.Sprintf("the display name shows %s but the address is %s", other, a.Address)
 			return "", c
 		}
@@ -272,18 +277,12 @@ func addressIn(name string) string {
 	return ""
 }
 
-// singletons are the fields RFC 5322 3.6 allows at most once.
-var singletons = []string{"From", "Sender", "Reply-To", "To", "Cc", "Bcc", "Subject", "Date", "Message-ID", "In-Reply-To", "References"}
-
-func checkSingletons(h header.Header) Check {
+// checkSingletons fails when a field RFC 5322 3.6 (or RFC 2045, for the
+// MIME fields) allows at most once occurs more than once: rfc5322's list,
+// the one the signer and the gateway refuse.
+func checkSingletons(h rfc5322.Header) Check {
 	c := Check{Name: CheckHeader, Status: authres.ResultPass}
-	var dup []string
-	for _, n := range singletons {
-		if h.Count(n) > 1 {
-			dup = append(dup, n)
-		}
-	}
-	if len(dup) > 0 {
+	if dup := rfc5322.Duplicated(h); len(dup) > 0 {
 		// RFC 5322 3.6: a duplicated field shows one value to the reader
 		// while a signature may cover the other.
 		c.Status, c.Reason = authres.ResultFail, "duplicated header fields: "+strings.Join(dup, ", ")

@@ -20,6 +20,7 @@ import (
 
 	"github.com/kakuin/kakuin/pki"
 	"github.com/kakuin/kakuin/pki/pkitest"
+	"github.com/kakuin/kakuin/rfc5322"
 	"github.com/kakuin/kakuin/verify"
 	"github.com/kakuin/kakuin/verify/internal/testsign"
 	"github.com/kakuin/kakuin/verify/lookup"
@@ -131,6 +132,13 @@ func TestGenuine(t *testing.T) {
 	op := testsign.DKIM(t, testsign.Opaque(t, e.id, outer, testsign.Entity("x")), e.keys, nil)
 	if rep := e.check(t, op, e.opts()); !rep.Verdict.Genuine {
 		t.Fatalf("opaque not genuine:\n%s", strings.Join(rep.Lines(), "\n"))
+	}
+	// The header is read by package rfc5322 as received mail: obsolete
+	// syntax with one reading, RFC 5322 4.5 obs-optional, and a field over
+	// 998 characters (RFC 5322 2.1.1), both seen in received mail, verify.
+	h := strings.Replace(outer, "Subject: ", "Subject : ", 1) + "X-Long: " + strings.Repeat("x", 1500) + "\n"
+	if rep := e.check(t, e.seal(t, e.id, h, testsign.Entity("x")), e.opts()); !rep.Verdict.Genuine {
+		t.Fatalf("obsolete syntax not genuine:\n%s", strings.Join(rep.Lines(), "\n"))
 	}
 }
 
@@ -247,6 +255,52 @@ func TestNotTricked(t *testing.T) {
 		e.srv.Add(`testing._domainkey.example.go.jp. 300 IN TXT "` + rec + `; t=y"`)
 		msg := testsign.DKIM(t, testsign.Detached(t, e.id, outer, entity), keys, nil)
 		notVerified(t, e.check(t, msg, e.opts()), "no passing DKIM signature")
+	})
+	// The header is read by package rfc5322 as received mail: what two
+	// readers could split differently is refused or fails, never guessed.
+	t.Run("obs-optional From counts as a From", func(t *testing.T) {
+		// "From : " at the very start is a field (RFC 5322 4.5), not an
+		// mbox "From " separator line to drop.
+		msg := append([]byte("From : Boss <boss@example.go.jp>\r\n"), good...)
+		notVerified(t, e.check(t, msg, e.opts()), "2 From fields")
+	})
+	t.Run("From as a group", func(t *testing.T) {
+		// net/mail lists a group's members: one member must not make one
+		// author (RFC 5322 3.6.2), as the signer refuses it too.
+		msg := bytes.Replace(good, []byte("From: Taro Yamada <taro@example.go.jp>"), []byte("From: Taro Yamada: taro@example.go.jp;"), 1)
+		rep := e.check(t, msg, e.opts())
+		notVerified(t, rep, "group syntax")
+		status(t, rep, verify.CheckFrom, "permerror")
+	})
+	t.Run("display name in an unknown charset", func(t *testing.T) {
+		// A name that cannot be read cannot be checked for an address.
+		msg := bytes.Replace(good, []byte("From: Taro Yamada <taro@example.go.jp>"), []byte("From: =?utf-7?Q?+AHQ-aro+AEA-example.go.jp?= <taro@example.go.jp>"), 1)
+		rep := e.check(t, msg, e.opts())
+		notVerified(t, rep, "unknown charset")
+		status(t, rep, verify.CheckFrom, "permerror")
+	})
+	t.Run("duplicated MIME field", func(t *testing.T) {
+		// RFC 2045 4: the singleton list is rfc5322's, MIME fields included.
+		msg := append([]byte("MIME-Version: 1.0\r\n"), good...)
+		notVerified(t, e.check(t, msg, e.opts()), "duplicated header fields: MIME-Version")
+	})
+	t.Run("bare CR in the header is refused", func(t *testing.T) {
+		// A reader that breaks the line at the CR sees a second From.
+		for _, pre := range []string{"Subject: Hello\rFrom: Boss <boss@example.com>\r\n", "X-A: \x00\r\n"} {
+			_, err := verify.Message(context.Background(), strings.NewReader(pre+string(good)), e.opts())
+			if !errors.Is(err, verify.ErrMessage) || !errors.Is(err, rfc5322.ErrSyntax) {
+				t.Errorf("%q: err %v", pre, err)
+			}
+		}
+	})
+	t.Run("signed entity header that cannot be read", func(t *testing.T) {
+		// A valid signature over an entity whose header hides a From
+		// behind a bare CR: nothing can be compared, so it fails.
+		inner := []byte("Content-Type: text/plain\r\nX-Note: a\rFrom: Minister <minister@example.go.jp>\r\n\r\nTransfer the funds.\r\n")
+		rep := e.check(t, e.seal(t, e.id, outer, inner), e.opts())
+		notVerified(t, rep, "the header inside the signed part cannot be read")
+		status(t, rep, verify.CheckSMIME, "pass")
+		status(t, rep, verify.CheckSignedHeaders, "fail")
 	})
 }
 

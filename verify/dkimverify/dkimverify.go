@@ -25,7 +25,7 @@ import (
 	"github.com/emersion/go-msgauth/authres"
 	"github.com/emersion/go-msgauth/dkim"
 
-	"github.com/kakuin/kakuin/verify/internal/header"
+	"github.com/kakuin/kakuin/rfc5322"
 	"github.com/kakuin/kakuin/verify/lookup"
 )
 
@@ -90,7 +90,8 @@ type Result struct {
 // It returns an error wrapping ErrMessage only when the header cannot be
 // parsed; a message without signatures gives no results.
 func Verify(ctx context.Context, msg []byte, opts Options) ([]*Result, error) {
-	h, _, err := header.Split(msg)
+	// Read as received mail, as package verify reads the same message.
+	h, _, err := rfc5322.Parse(msg, &rfc5322.Options{Received: true})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrMessage, err)
 	}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/kakuin/kakuin/pki"
 	"github.com/kakuin/kakuin/pki/pkitest"
+	"github.com/kakuin/kakuin/rfc5322"
 	"github.com/kakuin/kakuin/verify/dkimverify"
 	"github.com/kakuin/kakuin/verify/internal/testsign"
 	"github.com/kakuin/kakuin/verify/lookup"
@@ -231,5 +232,23 @@ func TestMalformed(t *testing.T) {
 	}
 	if _, err := dkimverify.Verify(context.Background(), []byte("garbage without colon\r\n\r\n"), dkimverify.Options{}); !errors.Is(err, dkimverify.ErrMessage) {
 		t.Fatalf("err %v", err)
+	}
+}
+
+// TestReceivedHeader: the header is read as received mail (package
+// rfc5322), as go-msgauth reads it: a DKIM-Signature written with the
+// obsolete white space before its colon (RFC 5322 4.5) is still found and,
+// relaxed (RFC 6376 3.4.2), still passes; a bare CR is refused.
+func TestReceivedHeader(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	msg := testsign.DKIM(t, plain, e.keys, nil)
+	obs := bytes.Replace(msg, []byte("DKIM-Signature:"), []byte("DKIM-Signature :"), 1)
+	if rs := e.verify(t, obs, time.Now()); statuses(rs) != "pass,pass" {
+		t.Fatalf("obs-optional: %s", statuses(rs))
+	}
+	cr := append([]byte("X-A: b\rDKIM-Signature: v=1\r\n"), msg...)
+	if _, err := dkimverify.Verify(context.Background(), cr, dkimverify.Options{Resolver: e.res}); !errors.Is(err, dkimverify.ErrMessage) || !errors.Is(err, rfc5322.ErrSyntax) {
+		t.Fatalf("bare CR: %v", err)
 	}
 }

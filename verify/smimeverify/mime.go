@@ -7,7 +7,7 @@ import (
 	"mime"
 	"strings"
 
-	"github.com/kakuin/kakuin/verify/internal/header"
+	"github.com/kakuin/kakuin/rfc5322"
 )
 
 // maxDepth bounds how deep Verify looks into nested multiparts for a
@@ -80,9 +80,28 @@ func splitMultipart(body []byte, boundary string) (parts []part, closed bool, er
 	return parts, false, nil
 }
 
+// split parses the header section of a message or MIME entity, read as
+// received mail (rfc5322.Options.Received), and returns its fields and its
+// body (empty when there is no blank line).
+func split(entity []byte) (rfc5322.Header, []byte, error) {
+	h, off, err := rfc5322.Parse(entity, &rfc5322.Options{Received: true})
+	if err != nil {
+		return nil, nil, err
+	}
+	return h, entity[off:], nil
+}
+
+// first returns the value of the first field named name, or "".
+func first(h rfc5322.Header, name string) string {
+	if v := h.Values(name); len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
 // mediaType parses the single Content-Type of h. A missing field is
 // text/plain (RFC 2045 5.2).
-func mediaType(h header.Header) (string, map[string]string, error) {
+func mediaType(h rfc5322.Header) (string, map[string]string, error) {
 	switch h.Count("Content-Type") {
 	case 0:
 		return "text/plain", map[string]string{}, nil
@@ -90,7 +109,7 @@ func mediaType(h header.Header) (string, map[string]string, error) {
 	default:
 		return "", nil, fmt.Errorf("%w: several Content-Type fields", ErrMalformed)
 	}
-	mt, params, err := mime.ParseMediaType(h.Get("Content-Type"))
+	mt, params, err := mime.ParseMediaType(first(h, "Content-Type"))
 	if err != nil {
 		return "", nil, fmt.Errorf("%w: Content-Type: %w", ErrMalformed, err)
 	}
@@ -100,11 +119,11 @@ func mediaType(h header.Header) (string, map[string]string, error) {
 // decodeBody returns the body decoded per its Content-Transfer-Encoding.
 // S/MIME objects are base64 in practice; 7bit, 8bit and binary are taken
 // as they are.
-func decodeBody(h header.Header, body []byte) ([]byte, error) {
+func decodeBody(h rfc5322.Header, body []byte) ([]byte, error) {
 	if h.Count("Content-Transfer-Encoding") > 1 {
 		return nil, fmt.Errorf("%w: several Content-Transfer-Encoding fields", ErrMalformed)
 	}
-	switch cte := strings.ToLower(strings.TrimSpace(h.Get("Content-Transfer-Encoding"))); cte {
+	switch cte := strings.ToLower(strings.TrimSpace(first(h, "Content-Transfer-Encoding"))); cte {
 	case "base64":
 		clean := make([]byte, 0, len(body))
 		for _, c := range body {
@@ -149,7 +168,7 @@ func findNested(body []byte, params map[string]string, depth int) bool {
 		return false
 	}
 	for _, p := range parts {
-		h, b, err := header.Split(p)
+		h, b, err := split(p)
 		if err != nil {
 			continue
 		}

@@ -27,7 +27,7 @@ import (
 	"github.com/smallstep/pkcs7"
 
 	"github.com/kakuin/kakuin/govdomain"
-	"github.com/kakuin/kakuin/verify/internal/header"
+	"github.com/kakuin/kakuin/rfc5322"
 )
 
 // ErrMalformed: the MIME structure of an S/MIME message cannot be parsed.
@@ -92,6 +92,11 @@ type Result struct {
 	// (or in a message/rfc822 it wraps) whose values differ from the
 	// outer header's, e.g. "From", "Subject".
 	Mismatched []string
+	// InnerErr is set when the header of the signed entity (or of the
+	// message/rfc822 it wraps) cannot be read: then nothing inside can be
+	// compared with the outer header, and a mail reader may still show
+	// what is there, so the signed headers must be taken as differing.
+	InnerErr error
 }
 
 // Organization returns the signer's organisation (O) or, failing that,
@@ -138,7 +143,7 @@ func (v *Verifier) now() time.Time {
 // for the From address from (an addr-spec). It never returns nil.
 func (v *Verifier) Verify(msg []byte, from string) *Result {
 	r := &Result{Address: from}
-	h, body, err := header.Split(msg)
+	h, body, err := split(msg)
 	if err != nil {
 		return r.permerror("message header: %w", err)
 	}
@@ -167,7 +172,7 @@ func (v *Verifier) Verify(msg []byte, from string) *Result {
 		// RFC 8551 3.5.3: the signature covers the first part's exact bytes
 		// in canonical form (RULES S1).
 		r.Entity = parts[0]
-		sh, sb, err := header.Split(parts[1])
+		sh, sb, err := split(parts[1])
 		if err != nil {
 			return r.permerror("signature part: %w", err)
 		}
@@ -249,7 +254,7 @@ func (v *Verifier) Verify(msg []byte, from string) *Result {
 	if r.Status != authres.ResultPass {
 		*r = *first
 	}
-	r.Mismatched = innerMismatch(h, r.Entity)
+	r.Mismatched, r.InnerErr = innerMismatch(h, r.Entity)
 	return r
 }
 
@@ -571,17 +576,20 @@ var protected = []string{"From", "Sender", "Reply-To", "To", "Cc", "Subject", "D
 // innerMismatch compares header fields found inside the signed entity (and
 // in a message/rfc822 it wraps, RFC 8551 3.1) with the outer header. A
 // field present inside must be present outside with the same value: the
-// recipient may be shown either.
-func innerMismatch(outer header.Header, entity []byte) []string {
+// recipient may be shown either. A header inside that cannot be read is
+// an error, never "no difference": it is read with the same rules as the
+// outer one (a bare CR, for one, is refused), and what this parser cannot
+// read a mail reader may still show.
+func innerMismatch(outer rfc5322.Header, entity []byte) ([]string, error) {
 	if entity == nil {
-		return nil
+		return nil, nil
 	}
-	ih, body, err := header.Split(header.Canonical(entity))
+	ih, body, err := split(rfc5322.CRLF(entity))
 	if err != nil {
-		return nil
+		return nil, fmt.Errorf("%w: signed entity: %w", ErrMalformed, err)
 	}
 	var bad []string
-	check := func(inner header.Header) {
+	check := func(inner rfc5322.Header) {
 		for _, name := range protected {
 			iv := inner.Values(name)
 			if len(iv) == 0 {
@@ -597,11 +605,13 @@ func innerMismatch(outer header.Header, entity []byte) []string {
 	}
 	check(ih)
 	if mt, _, err := mediaType(ih); err == nil && mt == "message/rfc822" {
-		if wh, _, err := header.Split(body); err == nil {
-			check(wh)
+		wh, _, err := split(body)
+		if err != nil {
+			return bad, fmt.Errorf("%w: message/rfc822 in the signed entity: %w", ErrMalformed, err)
 		}
+		check(wh)
 	}
-	return bad
+	return bad, nil
 }
 
 func contains(s []string, v string) bool {
@@ -619,19 +629,19 @@ func sameValue(name, a, b string) bool {
 	}
 	switch strings.ToLower(name) {
 	case "from", "sender", "reply-to", "to", "cc":
-		la, err1 := header.ParseAddressList(a)
-		lb, err2 := header.ParseAddressList(b)
+		la, err1 := rfc5322.ParseAddressList(a)
+		lb, err2 := rfc5322.ParseAddressList(b)
 		if err1 != nil || err2 != nil || len(la) != len(lb) {
 			return false
 		}
 		for i := range la {
-			if !header.SameAddress(la[i].Address, lb[i].Address) {
+			if !rfc5322.SameAddress(la[i].Address, lb[i].Address) {
 				return false
 			}
 		}
 		return true
 	case "subject":
-		return collapse(header.DecodeText(a)) == collapse(header.DecodeText(b))
+		return collapse(rfc5322.DecodeText(a)) == collapse(rfc5322.DecodeText(b))
 	case "date":
 		ta, err1 := mail.ParseDate(a)
 		tb, err2 := mail.ParseDate(b)

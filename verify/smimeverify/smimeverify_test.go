@@ -3,6 +3,7 @@ package smimeverify_test
 import (
 	"bytes"
 	"crypto/x509"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/smallstep/pkcs7"
 
 	"github.com/kakuin/kakuin/pki/pkitest"
+	"github.com/kakuin/kakuin/rfc5322"
 	"github.com/kakuin/kakuin/verify/internal/testsign"
 	"github.com/kakuin/kakuin/verify/smimeverify"
 )
@@ -240,4 +242,28 @@ func TestSmtpUTF8Mailbox(t *testing.T) {
 	v := verifier(ca, time.Now())
 	expect(t, v.Verify(msg, eai), authres.ResultPass, "")
 	expect(t, v.Verify(msg, "次郎@example.go.jp"), authres.ResultFail, "太郎@example.go.jp")
+}
+
+// TestInnerHeaderUnreadable: a signed entity whose header this parser
+// cannot read (here a field hidden behind a bare CR, and the same inside
+// a wrapped message/rfc822) is reported, never taken as "no difference".
+func TestInnerHeaderUnreadable(t *testing.T) {
+	t.Parallel()
+	ca := pkitest.New(t)
+	id := ca.Identity(t, addr, pkitest.WithKeyType(pkitest.ECDSAP256))
+	v := verifier(ca, time.Now())
+	for _, entity := range [][]byte{
+		[]byte("Content-Type: text/plain\r\nX-Note: a\rFrom: Minister <minister@example.go.jp>\r\n\r\nhello\r\n"),
+		[]byte("Content-Type: message/rfc822\r\n\r\nX-Note: a\rFrom: Minister <minister@example.go.jp>\r\n\r\nhello\r\n"),
+	} {
+		r := v.Verify(testsign.Detached(t, id, outer, entity), addr)
+		expect(t, r, authres.ResultPass, "")
+		if !errors.Is(r.InnerErr, smimeverify.ErrMalformed) || !errors.Is(r.InnerErr, rfc5322.ErrSyntax) {
+			t.Errorf("%q: InnerErr %v", entity, r.InnerErr)
+		}
+	}
+	r := v.Verify(testsign.Detached(t, id, outer, testsign.Entity("x")), addr)
+	if r.InnerErr != nil {
+		t.Errorf("readable entity: %v", r.InnerErr)
+	}
 }
