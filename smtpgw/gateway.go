@@ -84,8 +84,9 @@ type Limits struct {
 	// MaxCommandsWithoutMail is how many session commands the gateway
 	// sees without a successful MAIL (EHLO/HELO, RSET, AUTH, refused
 	// MAIL) before it answers 421 4.7.0 and closes. go-smtp answers
-	// NOOP, VRFY and HELP itself: those are bounded by ReadTimeout and by
-	// go-smtp's limit of 3 bad commands. If zero, 20.
+	// NOOP, VRFY and HELP itself: those are bounded by
+	// MaxTimeWithoutMail and by go-smtp's limit of 3 bad commands. If
+	// zero, 20.
 	MaxCommandsWithoutMail int
 	// MaxHeaderBytes is the largest header section (552 5.3.4). If zero,
 	// 256 KiB.
@@ -94,6 +95,11 @@ type Limits struct {
 	// without CRLF. If zero, 2000 (twice RFC 5321 4.5.3.1.6, as Postfix
 	// and go-smtp tolerate).
 	MaxLineLength int
+	// MaxTimeWithoutMail closes a session (when it is not in a
+	// transaction) that has gone this long without a successful MAIL:
+	// it bounds what NOOP, VRFY or HELP, which go-smtp answers itself,
+	// can keep a session slot for. If zero, 10 minutes.
+	MaxTimeWithoutMail time.Duration
 	// ReadTimeout bounds the wait for each command or chunk of data. If
 	// zero, 5 minutes (RFC 5321 4.5.3.2.7).
 	ReadTimeout time.Duration
@@ -128,6 +134,9 @@ func (l *Limits) defaults() {
 	}
 	if l.MaxLineLength == 0 {
 		l.MaxLineLength = 2000
+	}
+	if l.MaxTimeWithoutMail == 0 {
+		l.MaxTimeWithoutMail = 10 * time.Minute
 	}
 	if l.ReadTimeout == 0 {
 		l.ReadTimeout = 5 * time.Minute
@@ -417,6 +426,7 @@ func (l *limitListener) Accept() (net.Conn, error) {
 			continue
 		}
 		gc := &gwConn{Conn: c, g: g}
+		gc.idle = time.AfterFunc(g.limits.MaxTimeWithoutMail, gc.idleExpired)
 		g.mu.Lock()
 		g.conns[gc] = struct{}{}
 		g.mu.Unlock()
@@ -441,13 +451,15 @@ type gwConn struct {
 	mu       sync.Mutex
 	inTxn    bool
 	closed   bool
-	commands int // session commands since the last successful MAIL
+	commands int         // session commands since the last successful MAIL
+	idle     *time.Timer // MaxTimeWithoutMail, restarted by each successful MAIL
 	once     sync.Once
 }
 
 func (c *gwConn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(func() {
+		c.idle.Stop()
 		g := c.g
 		<-g.sem
 		g.m.sessions.Dec()
@@ -463,6 +475,20 @@ func (c *gwConn) Close() error {
 		g.mu.Unlock()
 	})
 	return err
+}
+
+// idleExpired runs after MaxTimeWithoutMail without a successful MAIL:
+// the session is closed, or, in a transaction, checked again later.
+func (c *gwConn) idleExpired() {
+	c.mu.Lock()
+	busy := c.inTxn
+	c.mu.Unlock()
+	if busy {
+		c.idle.Reset(c.g.limits.MaxTimeWithoutMail)
+		return
+	}
+	c.g.m.rejected.WithLabelValues("time_without_mail").Inc()
+	c.closeIfIdle()
 }
 
 // closeIfIdle closes the connection unless a transaction is under way.

@@ -218,6 +218,30 @@ func TestLimits(t *testing.T) {
 			t.Fatalf("5th refused MAIL: %d", code)
 		}
 	})
+	t.Run("time without mail", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t, func(o *Options) { o.Limits.MaxTimeWithoutMail = 400 * time.Millisecond })
+		c := e.dial()
+		c.expect(250, "EHLO client.example.go.jp")
+		// A transaction in progress is never cut.
+		c.expect(250, "MAIL FROM:<taro@mhlw.go.jp>")
+		time.Sleep(600 * time.Millisecond)
+		c.expect(250, "RCPT TO:<citizen@example.com>")
+		if code, text := c.data(dotStuff(message("taro@mhlw.go.jp")) + ".\r\n"); code != 250 {
+			t.Fatalf("slow transaction: %d %s", code, text)
+		}
+		// NOOPs alone do not keep the slot.
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			if code, _ := c.cmd("NOOP"); code == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("a NOOP-only session was never closed")
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
 	t.Run("header size", func(t *testing.T) {
 		t.Parallel()
 		e := newEnv(t, func(o *Options) { o.Limits.MaxHeaderBytes = 1024 })

@@ -241,6 +241,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	s.gc.mu.Lock()
 	s.gc.commands = 0
 	s.gc.mu.Unlock()
+	s.gc.idle.Reset(s.g.limits.MaxTimeWithoutMail)
 	return nil
 }
 

@@ -59,6 +59,7 @@ type gatewayConfig struct {
 	MaxRecipients     int           `env:"MAX_RECIPIENTS" envDefault:"100" help:"recipients per message (452 4.5.3)"`
 	MaxSessions       int           `env:"MAX_SESSIONS" envDefault:"100" help:"concurrent sessions (421 4.7.0 beyond)"`
 	MaxCommands       int           `env:"MAX_COMMANDS_WITHOUT_MAIL" envDefault:"20" help:"commands without a successful MAIL before 421"`
+	MaxTimeNoMail     time.Duration `env:"MAX_TIME_WITHOUT_MAIL" envDefault:"10m" help:"a session with no successful MAIL for this long is closed (outside a transaction)"`
 	MaxHeaderBytes    int64         `env:"MAX_HEADER_BYTES" envDefault:"262144" help:"largest header section (552 5.3.4)"`
 	MaxLineLength     int           `env:"MAX_LINE_LENGTH" envDefault:"2000" help:"longest line, without CRLF"`
 	ReadTimeout       time.Duration `env:"READ_TIMEOUT" envDefault:"5m" help:"wait for each client command or data chunk"`
@@ -146,6 +147,7 @@ func serveGateway(ctx context.Context, cfg *gatewayConfig, log *slog.Logger, hup
 			MaxRecipients:          cfg.MaxRecipients,
 			MaxSessions:            cfg.MaxSessions,
 			MaxCommandsWithoutMail: cfg.MaxCommands,
+			MaxTimeWithoutMail:     cfg.MaxTimeNoMail,
 			MaxHeaderBytes:         cfg.MaxHeaderBytes,
 			MaxLineLength:          cfg.MaxLineLength,
 			ReadTimeout:            cfg.ReadTimeout,
