@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"crypto/x509"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -54,7 +53,6 @@ func runAudit(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return auditCouldNot
 	}
 	fs := flag.NewFlagSet("kakuin audit", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
 	var resolvers stringList
 	fs.Var(&resolvers, "resolver", "DNS resolver host:port (repeat, or comma-separate, for fallbacks)")
 	selectors := fs.String("selectors", strings.Join(cfg.Selectors, ","), "DKIM selectors to check, comma-separated, besides "+strings.Join(audit.CommonSelectors, ","))
@@ -67,30 +65,18 @@ func runAudit(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	mtastsAddr := fs.String("mtasts-addr", cfg.MTASTSAddr, "host:port to fetch MTA-STS policies from (tests)")
 	caFile := fs.String("ca-file", cfg.CAFile, "PEM roots for MX and MTA-STS certificates")
 	noProbes := fs.Bool("no-probes", cfg.NoProbes, "skip SMTP and HTTPS probes")
-	usage := func(w io.Writer) {
-		fmt.Fprintln(w, "usage: kakuin audit [--resolver host:port] [--selectors s1,s2] [--profile nisc|bod1801|strict]\n"+
-			"                    [--format table|json|csv|html] [--concurrency N] [--timeout D] (DOMAIN... | -f FILE)\n\n"+
-			"Checks each domain's DNS and mail servers: domain, DNSSEC, MX, SPF, DMARC, DKIM, STARTTLS\n"+
-			"(with SSLv3/RC4/3DES probes), MTA-STS, TLS-RPT, DANE. Every warn and fail says what to publish.\n"+
-			"Exit status: 0 every domain passes the profile, 1 some fail, 2 the audit could not run\n"+
-			"(bad arguments, or a domain could not be tested and none failed).\n\nprofiles:")
-		for _, n := range audit.ProfileNames() {
-			fmt.Fprintf(w, "  %-8s %s\n", n, audit.Profiles[n].Description)
-		}
-		fmt.Fprintln(w, "\nflags:")
-		fs.SetOutput(w)
-		fs.PrintDefaults()
-		fs.SetOutput(io.Discard)
-		envHelp(w, &cfg)
+	var intro strings.Builder
+	intro.WriteString("usage: kakuin audit [--resolver host:port] [--selectors s1,s2] [--profile nisc|bod1801|strict]\n" +
+		"                    [--format table|json|csv|html] [--concurrency N] [--timeout D] (DOMAIN... | -f FILE)\n\n" +
+		"Checks each domain's DNS and mail servers: domain, DNSSEC, MX, SPF, DMARC, DKIM, STARTTLS\n" +
+		"(with SSLv3/RC4/3DES probes), MTA-STS, TLS-RPT, DANE. Every warn and fail says what to publish.\n" +
+		"Exit status: 0 every domain passes the profile, 1 some fail, 2 the audit could not run\n" +
+		"(bad arguments, or a domain could not be tested and none failed).\n\nprofiles:")
+	for _, n := range audit.ProfileNames() {
+		fmt.Fprintf(&intro, "\n  %-8s %s", n, audit.Profiles[n].Description)
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			usage(stdout)
-			return auditPass
-		}
-		fmt.Fprintf(stderr, "kakuin audit: %v\n", err)
-		usage(stderr)
-		return auditCouldNot
+	if code, done := parseFlags(fs, args, intro.String(), &cfg, stdout, stderr, auditCouldNot); done {
+		return code
 	}
 	fail := func(format string, a ...any) int {
 		fmt.Fprintf(stderr, "kakuin audit: "+format+"\n", a...)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"reflect"
@@ -98,4 +99,31 @@ func walkEnv(t reflect.Type, prefix string, f func(name, def, help string)) {
 		}
 		f(prefix+name, sf.Tag.Get("envDefault"), sf.Tag.Get("help"))
 	}
+}
+
+// parseFlags parses a subcommand's flags. With -h or --help it writes
+// intro, the flags and the environment variables of cfg (a pointer to the
+// subcommand's configuration struct) to stdout and returns exitOK; with a
+// bad flag it says so on stderr and returns badExit. done is false when
+// the subcommand should go on.
+func parseFlags(fs *flag.FlagSet, args []string, intro string, cfg any, stdout, stderr io.Writer, badExit int) (code int, done bool) {
+	fs.SetOutput(io.Discard)
+	err := fs.Parse(args)
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintln(stdout, intro)
+		var flags strings.Builder
+		fs.SetOutput(&flags)
+		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
+		if flags.Len() > 0 {
+			fmt.Fprint(stdout, "\nflags:\n", flags.String())
+		}
+		envHelp(stdout, cfg)
+		return exitOK, true
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v (see %s --help)\n", fs.Name(), err, fs.Name())
+		return badExit, true
+	}
+	return 0, false
 }

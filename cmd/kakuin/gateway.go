@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -71,23 +70,17 @@ type gatewayConfig struct {
 
 func runGateway(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("kakuin gateway", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(stdout, "usage: kakuin gateway\n       kakuin gateway hash-password NAME < password   (prints a KAKUIN_CREDENTIALS line)\n\n"+
-				"Runs the signing SMTP relay. Clients in KAKUIN_CLIENT_NETWORKS, or authenticated\n"+
-				"with AUTH after STARTTLS, or with a verified TLS client certificate, may send as\n"+
-				"the domains their policy allows under the sender suffixes; each message is signed\n"+
-				"(S/MIME, then DKIM) and relayed upstream, and the client gets 250 only after the\n"+
-				"upstream said 250. One JSON log line per transaction goes to stderr.\n\n"+
-				"signals: SIGHUP reloads keys, certificates, credentials and policy;\n"+
-				"SIGTERM/SIGINT stop accepting (421) and let transactions finish (SHUTDOWN_GRACE).\n\n"+
-				"exit status: 0 stopped cleanly, 2 configuration error, 3 runtime failure.")
-			envHelp(stdout, &gatewayConfig{})
-			return exitOK
-		}
-		fmt.Fprintf(stderr, "kakuin gateway: %v\n", err)
-		return exitUsage
+	const intro = "usage: kakuin gateway\n       kakuin gateway hash-password NAME < password   (prints a KAKUIN_CREDENTIALS line)\n\n" +
+		"Runs the signing SMTP relay. Clients in KAKUIN_CLIENT_NETWORKS, or authenticated\n" +
+		"with AUTH after STARTTLS, or with a verified TLS client certificate, may send as\n" +
+		"the domains their policy allows under the sender suffixes; each message is signed\n" +
+		"(S/MIME, then DKIM) and relayed upstream, and the client gets 250 only after the\n" +
+		"upstream said 250. One JSON log line per transaction goes to stderr.\n\n" +
+		"signals: SIGHUP reloads keys, certificates, credentials and policy;\n" +
+		"SIGTERM/SIGINT stop accepting (421) and let transactions finish (SHUTDOWN_GRACE).\n\n" +
+		"exit status: 0 stopped cleanly, 2 configuration error, 3 runtime failure."
+	if code, done := parseFlags(fs, args, intro, &gatewayConfig{}, stdout, stderr, exitUsage); done {
+		return code
 	}
 	if fs.NArg() == 2 && fs.Arg(0) == "hash-password" {
 		return hashPassword(fs.Arg(1), stdin, stdout, stderr)

@@ -59,31 +59,18 @@ func runPKIInit(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	fs := flag.NewFlagSet("kakuin pki init", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
 	var domains, hosts stringList
 	dir := fs.String("dir", cfg.PKIDir, "PKI directory to create or complete")
 	fs.Var(&domains, "domain", "a sender domain that gets DKIM keys (repeat for several)")
 	fs.Var(&hosts, "tls-host", "a host name or IP address of the gateway's STARTTLS certificate (repeat; default localhost, 127.0.0.1, ::1)")
 	org := fs.String("organization", "", "subject O of the CA certificates (default \"kakuin development PKI\")")
-	usage := func(w io.Writer) {
-		fmt.Fprintln(w, "usage: kakuin pki init --dir DIR --domain DOMAIN [--domain DOMAIN ...]\n\n"+
-			"Creates in DIR, keeping every file that already exists: a root CA and an S/MIME\n"+
-			"issuing CA (root -> issuing CA -> sender), an RSA-2048 and an Ed25519 DKIM key per\n"+
-			"domain, a STARTTLS certificate, trust-anchors.pem (the root only) and dns.zone (the\n"+
-			"DKIM, SPF and DMARC records to publish). Key files are mode 0600.\n\nflags:")
-		fs.SetOutput(w)
-		fs.PrintDefaults()
-		fs.SetOutput(io.Discard)
-		envHelp(w, &cfg)
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			usage(stdout)
-			return exitOK
-		}
-		fmt.Fprintf(stderr, "kakuin pki init: %v\n", err)
-		usage(stderr)
-		return exitUsage
+	const intro = "usage: kakuin pki init --dir DIR --domain DOMAIN [--domain DOMAIN ...]\n\n" +
+		"Creates in DIR, keeping every file that already exists: a root CA and an S/MIME\n" +
+		"issuing CA (root -> issuing CA -> sender), an RSA-2048 and an Ed25519 DKIM key per\n" +
+		"domain, a STARTTLS certificate, trust-anchors.pem (the root only) and dns.zone (the\n" +
+		"DKIM, SPF and DMARC records to publish). Key files are mode 0600."
+	if code, done := parseFlags(fs, args, intro, &cfg, stdout, stderr, exitUsage); done {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "kakuin pki init: unexpected argument %q\n", fs.Arg(0))

@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/pem"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -40,7 +39,6 @@ func runRecords(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	fs := flag.NewFlagSet("kakuin records", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
 	var domains, ips, mxs stringList
 	dir := fs.String("pki-dir", cfg.PKIDir, "PKI directory (kakuin pki init) whose DKIM keys are published")
 	fs.Var(&domains, "domain", "print only this domain (repeat; default every domain with DKIM keys)")
@@ -51,26 +49,14 @@ func runRecords(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	mode := fs.String("mta-sts-mode", cfg.STSMode, "MTA-STS mode: enforce or testing")
 	tlsaCert := fs.String("tlsa-cert", cfg.TLSACert, "PEM certificate the MX hosts present: prints TLSA 3 1 1 for each --mx")
 	policyOnly := fs.String("mta-sts-policy", "", "print only the MTA-STS policy file of DOMAIN")
-	usage := func(w io.Writer) {
-		fmt.Fprintln(w, "usage: kakuin records [--pki-dir DIR] [--domain D ...] [--gateway-ip IP ...] [--mx HOST ...]\n"+
-			"       kakuin records --mta-sts-policy DOMAIN [--mx HOST ...]\n\n"+
-			"Prints, in zone-file syntax, every record kakuin's domains need: DKIM keys per selector,\n"+
-			"SPF covering the gateway's addresses, DMARC p=reject with rua, MTA-STS and TLS-RPT, TLSA\n"+
-			"for the MX hosts (with --tlsa-cert), and the MTA-STS policy file (in comments, or alone\n"+
-			"with --mta-sts-policy). Publish them, then run kakuin audit.\n\nflags:")
-		fs.SetOutput(w)
-		fs.PrintDefaults()
-		fs.SetOutput(io.Discard)
-		envHelp(w, &cfg)
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			usage(stdout)
-			return exitOK
-		}
-		fmt.Fprintf(stderr, "kakuin records: %v\n", err)
-		usage(stderr)
-		return exitUsage
+	const intro = "usage: kakuin records [--pki-dir DIR] [--domain D ...] [--gateway-ip IP ...] [--mx HOST ...]\n" +
+		"       kakuin records --mta-sts-policy DOMAIN [--mx HOST ...]\n\n" +
+		"Prints, in zone-file syntax, every record kakuin's domains need: DKIM keys per selector,\n" +
+		"SPF covering the gateway's addresses, DMARC p=reject with rua, MTA-STS and TLS-RPT, TLSA\n" +
+		"for the MX hosts (with --tlsa-cert), and the MTA-STS policy file (in comments, or alone\n" +
+		"with --mta-sts-policy). Publish them, then run kakuin audit."
+	if code, done := parseFlags(fs, args, intro, &cfg, stdout, stderr, exitUsage); done {
+		return code
 	}
 	fail := func(format string, a ...any) int {
 		fmt.Fprintf(stderr, "kakuin records: "+format+"\n", a...)

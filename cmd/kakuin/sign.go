@@ -43,28 +43,16 @@ func init() {
 
 func runSign(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("kakuin sign", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
 	verbose := fs.Bool("v", false, "after signing, print what was applied (From, S/MIME, DKIM signatures) on stderr")
-	usage := func(w io.Writer) {
-		fmt.Fprintln(w, "usage: kakuin sign [-v] < message.eml > signed.eml\n\n"+
-			"Signs one message as the gateway would: checks the header (one From under the\n"+
-			"allowed suffixes, no duplicated single-instance field), makes the content 7-bit,\n"+
-			"wraps it in S/MIME multipart/signed, then adds rsa-sha256 and ed25519-sha256 DKIM\n"+
-			"signatures. On refusal nothing is written to stdout and one line to stderr.\n\n"+
-			"exit status: 0 signed, 1 message refused, 2 usage or configuration error,\n"+
-			"3 key, certificate or issuing CA unusable, or another failure that may pass.\n\nflags:")
-		fs.SetOutput(w)
-		fs.PrintDefaults()
-		fs.SetOutput(io.Discard)
-		envHelp(w, &signConfig{})
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			usage(stdout)
-			return exitOK
-		}
-		fmt.Fprintf(stderr, "kakuin sign: %v\n", err)
-		return exitUsage
+	const intro = "usage: kakuin sign [-v] < message.eml > signed.eml\n\n" +
+		"Signs one message as the gateway would: checks the header (one From under the\n" +
+		"allowed suffixes, no duplicated single-instance field), makes the content 7-bit,\n" +
+		"wraps it in S/MIME multipart/signed, then adds rsa-sha256 and ed25519-sha256 DKIM\n" +
+		"signatures. On refusal nothing is written to stdout and one line to stderr.\n\n" +
+		"exit status: 0 signed, 1 message refused, 2 usage or configuration error,\n" +
+		"3 key, certificate or issuing CA unusable, or another failure that may pass."
+	if code, done := parseFlags(fs, args, intro, &signConfig{}, stdout, stderr, exitUsage); done {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "kakuin sign: unexpected argument %q: the message is read from stdin\n", fs.Arg(0))

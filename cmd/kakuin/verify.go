@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -53,16 +52,11 @@ func (c *verifyConfig) trustAnchors() string {
 	return pki.Layout{Dir: c.PKIDir}.TrustAnchors()
 }
 
-func verifyUsage(w io.Writer, fs *flag.FlagSet) {
-	fmt.Fprintln(w, "usage: kakuin verify [--json | --authres] [--resolver host:port] [--trust-anchors FILE]\n"+
-		"                     [--client-ip IP --helo NAME --mail-from ADDR] [--offline] [--at TIME] MESSAGE.eml | -\n\n"+
-		"Says whether a message is genuine government mail: From under the government suffixes,\n"+
-		"a valid S/MIME signature from a configured trust anchor for that exact address, and an\n"+
-		"aligned passing DKIM signature. Exit status: 0 genuine, 1 not verified, 2 unusable input.\n\nflags:")
-	fs.SetOutput(w)
-	fs.PrintDefaults()
-	envHelp(w, &verifyConfig{})
-}
+const verifyIntro = "usage: kakuin verify [--json | --authres] [--resolver host:port] [--trust-anchors FILE]\n" +
+	"                     [--client-ip IP --helo NAME --mail-from ADDR] [--offline] [--at TIME] MESSAGE.eml | -\n\n" +
+	"Says whether a message is genuine government mail: From under the government suffixes,\n" +
+	"a valid S/MIME signature from a configured trust anchor for that exact address, and an\n" +
+	"aligned passing DKIM signature. Exit status: 0 genuine, 1 not verified, 2 unusable input."
 
 type verifyFlags struct {
 	json, authres, offline, requireRev bool
@@ -74,7 +68,6 @@ type verifyFlags struct {
 func runVerify(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	var cfg verifyConfig
 	fs := flag.NewFlagSet("kakuin verify", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
 	var f verifyFlags
 	fs.BoolVar(&f.json, "json", false, "print the report as JSON (schema: docs/verify-json.md)")
 	fs.BoolVar(&f.authres, "authres", false, "print an RFC 8601 Authentication-Results header field")
@@ -87,13 +80,8 @@ func runVerify(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs.BoolVar(&f.requireRev, "require-revocation", false, "a revocation status that cannot be established blocks the verdict")
 	fs.StringVar(&f.at, "at", "", "judge validity at this time (RFC 3339, or YYYY-MM-DD) instead of now")
 	fs.Var(&f.crls, "crl", "CRL file (DER or PEM); repeatable")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			verifyUsage(stdout, fs)
-			return exitOK
-		}
-		fmt.Fprintf(stderr, "kakuin verify: %v (see kakuin verify --help)\n", err)
-		return verifyUnusable
+	if code, done := parseFlags(fs, args, verifyIntro, &cfg, stdout, stderr, verifyUnusable); done {
+		return code
 	}
 	if fs.NArg() != 1 {
 		fmt.Fprintln(stderr, "kakuin verify: give exactly one message file, or - for stdin (see kakuin verify --help)")
