@@ -33,7 +33,7 @@ func variableErrors(cfg any, err error) error {
 		return err
 	}
 	vars := map[string]string{} // Go field name -> variable
-	walkEnvFields(reflect.TypeOf(cfg), envPrefix, func(field, name string) { vars[field] = name })
+	walkEnv(reflect.TypeOf(cfg), envPrefix, func(name string, sf reflect.StructField) { vars[sf.Name] = name })
 	msgs := make([]string, 0, len(agg.Errors))
 	for _, e := range agg.Errors {
 		var pe env.ParseError
@@ -46,33 +46,13 @@ func variableErrors(cfg any, err error) error {
 	return fmt.Errorf("%s%.0w", strings.Join(msgs, "; "), err)
 }
 
-// walkEnvFields calls f with the Go field name and the variable name of
-// every field of t with an env tag, nested structs included.
-func walkEnvFields(t reflect.Type, prefix string, f func(field, name string)) {
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	for i := 0; i < t.NumField(); i++ {
-		sf := t.Field(i)
-		tag, ok := sf.Tag.Lookup("env")
-		if !ok {
-			if sf.Type.Kind() == reflect.Struct || (sf.Type.Kind() == reflect.Pointer && sf.Type.Elem().Kind() == reflect.Struct) {
-				walkEnvFields(sf.Type, prefix+sf.Tag.Get("envPrefix"), f)
-			}
-			continue
-		}
-		if name := strings.Split(tag, ",")[0]; name != "" {
-			f(sf.Name, prefix+name)
-		}
-	}
-}
-
 // envHelp writes one line per variable of cfg's struct type: name, default
 // and the `help` tag. Nested structs (without an env tag) are walked, with
 // their envPrefix tag if any.
 func envHelp(w io.Writer, cfg any) {
 	fmt.Fprintln(w, "\nenvironment:")
-	walkEnv(reflect.TypeOf(cfg), envPrefix, func(name, def, help string) {
+	walkEnv(reflect.TypeOf(cfg), envPrefix, func(name string, sf reflect.StructField) {
+		help, def := sf.Tag.Get("help"), sf.Tag.Get("envDefault")
 		if def != "" {
 			help += " (default " + def + ")"
 		}
@@ -80,7 +60,10 @@ func envHelp(w io.Writer, cfg any) {
 	})
 }
 
-func walkEnv(t reflect.Type, prefix string, f func(name, def, help string)) {
+// walkEnv calls f with the variable name and the struct field of every
+// field of t with an env tag, nested structs included (with their
+// envPrefix tag, if any).
+func walkEnv(t reflect.Type, prefix string, f func(name string, sf reflect.StructField)) {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
@@ -97,7 +80,7 @@ func walkEnv(t reflect.Type, prefix string, f func(name, def, help string)) {
 		if name == "" {
 			continue
 		}
-		f(prefix+name, sf.Tag.Get("envDefault"), sf.Tag.Get("help"))
+		f(prefix+name, sf)
 	}
 }
 
