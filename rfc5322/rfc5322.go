@@ -208,7 +208,9 @@ func Parse(msg []byte, opts *Options) (Header, int, error) {
 	maxHeader, maxFields, maxLine := opts.limits()
 	var h Header
 	off := 0
-	for off < len(msg) {
+	// Errors name the line by its number and never quote it: error texts
+	// reach logs and reports, and message content must not.
+	for lineNo := 1; off < len(msg); lineNo++ {
 		end := bytes.IndexByte(msg[off:], '\n')
 		var line []byte
 		next := len(msg)
@@ -229,7 +231,7 @@ func Parse(msg []byte, opts *Options) (Header, int, error) {
 		}
 		if bytes.IndexByte(content, '\r') >= 0 || bytes.IndexByte(content, 0) >= 0 {
 			// RFC 5322 2.2: CR only as part of CRLF; no NUL.
-			return nil, 0, fmt.Errorf("%w: bare CR or NUL in line %q", ErrSyntax, clip(content))
+			return nil, 0, fmt.Errorf("%w: bare CR or NUL in line %d", ErrSyntax, lineNo)
 		}
 		if content[0] == ' ' || content[0] == '\t' {
 			// RFC 5322 2.2.3: a continuation of the previous field.
@@ -243,7 +245,7 @@ func Parse(msg []byte, opts *Options) (Header, int, error) {
 		}
 		colon := bytes.IndexByte(content, ':')
 		if colon <= 0 {
-			return nil, 0, fmt.Errorf("%w: not a header field: %q", ErrSyntax, clip(content))
+			return nil, 0, fmt.Errorf("%w: line %d is not a header field", ErrSyntax, lineNo)
 		}
 		name := content[:colon]
 		if opts.received() {
@@ -255,7 +257,7 @@ func Parse(msg []byte, opts *Options) (Header, int, error) {
 			// RFC 5322 2.2: ftext is printable US-ASCII except colon.
 			// White space before the colon (obs-optional, 4.5.x) is refused.
 			if c < 33 || c > 126 {
-				return nil, 0, fmt.Errorf("%w: invalid field name %q", ErrSyntax, clip(content[:colon]))
+				return nil, 0, fmt.Errorf("%w: invalid field name in line %d", ErrSyntax, lineNo)
 			}
 		}
 		if len(h) == maxFields {
@@ -321,13 +323,6 @@ func trimEOL(line []byte) []byte {
 		return bytes.TrimSuffix(l, []byte("\r"))
 	}
 	return line
-}
-
-func clip(b []byte) string {
-	if len(b) > 40 {
-		return string(b[:40]) + "..."
-	}
-	return string(b)
 }
 
 // ReadHeader reads the header section from br, up to and including the

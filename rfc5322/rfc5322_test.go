@@ -437,3 +437,22 @@ func TestSameAddress(t *testing.T) {
 	test("noat", "NOAT", false)
 	test("noat", "noat@example.com", false)
 }
+
+// Error texts reach gateway logs and verification reports: they name the
+// line, never quote it.
+func TestErrorsDoNotQuoteContent(t *testing.T) {
+	t.Parallel()
+	for _, msg := range []string{
+		"From: a@example.go.jp\r\nsecret-content-line\r\n\r\n",
+		"From: a@example.go.jp\r\nsecret\x01name: x\r\n\r\n",
+		"From: a@example.go.jp\r\nSubject: secret\rcontent\r\n\r\n",
+	} {
+		_, _, err := Parse([]byte(msg), nil)
+		if !errors.Is(err, ErrSyntax) {
+			t.Fatalf("%q: %v, want ErrSyntax", msg, err)
+		}
+		if strings.Contains(err.Error(), "secret") || !strings.Contains(err.Error(), "line 2") {
+			t.Errorf("%q: error %q quotes content or does not name line 2", msg, err)
+		}
+	}
+}

@@ -3,14 +3,11 @@ package smtpgw
 import (
 	"bufio"
 	"bytes"
-	"errors"
 	"fmt"
 	"io"
-	"mime"
-	"net/mail"
-	"net/textproto"
 	"os"
-	"strings"
+
+	"github.com/kakuin/kakuin/rfc5322"
 )
 
 // checker watches the bytes of a message as they arrive: size, line
@@ -154,88 +151,24 @@ func (s *spool) Close() {
 	s.mem = bytes.Buffer{}
 }
 
-// addressParser ignores the charset of encoded display names: only the
-// addr-spec matters here, and an ISO-2022-JP name must not make a valid
-// From unparsable.
-var addressParser = mail.AddressParser{WordDecoder: &mime.WordDecoder{
-	CharsetReader: func(charset string, input io.Reader) (io.Reader, error) { return input, nil },
-}}
-
-// originators parses the header section: exactly one From field holding
-// exactly one mailbox, and at most one Sender field holding one mailbox
-// (RFC 5322 3.6.2, 3.6 table). It returns their addr-specs. Errors wrap
-// ErrHeader.
+// originators parses the header section with the signer's own parser
+// (package rfc5322, same limits), so that the per-client sender policy
+// judges exactly the addresses the signer will sign for: exactly one From
+// field holding exactly one mailbox, and at most one Sender field holding
+// one mailbox (RFC 5322 3.6.2, 3.6 table). It returns their addr-specs.
+// Errors wrap ErrHeader.
 func originators(head []byte) (from, sender string, err error) {
-	if !bytes.HasSuffix(head, []byte("\r\n\r\n")) && !bytes.Equal(head, []byte("\r\n")) {
-		head = append(append([]byte(nil), head...), "\r\n"...)
-		if !bytes.HasSuffix(head, []byte("\r\n\r\n")) {
-			head = append(head, "\r\n"...)
-		}
-	}
-	h, err := textproto.NewReader(bufio.NewReader(bytes.NewReader(head))).ReadMIMEHeader()
+	h, _, err := rfc5322.Parse(head, nil)
 	if err != nil {
-		// The parser's error quotes the offending line: message content,
-		// which must not reach the log.
-		return "", "", fmt.Errorf("%w: unparsable header field", ErrHeader)
+		// rfc5322's errors name fields, never quote their content, which
+		// must not reach the log.
+		return "", "", fmt.Errorf("%w: %w", ErrHeader, err)
 	}
-	froms := h.Values("From")
-	if len(froms) != 1 {
-		return "", "", fmt.Errorf("%w: %d From fields, want exactly one", ErrHeader, len(froms))
+	if from, err = rfc5322.From(h); err != nil {
+		return "", "", fmt.Errorf("%w: %w", ErrHeader, err)
 	}
-	a, err := mailbox(froms[0])
-	if err != nil {
-		return "", "", fmt.Errorf("%w: From: want exactly one mailbox", ErrHeader)
-	}
-	from = a.Address
-	senders := h.Values("Sender")
-	switch len(senders) {
-	case 0:
-	case 1:
-		a, err := mailbox(senders[0])
-		if err != nil {
-			return "", "", fmt.Errorf("%w: Sender: want exactly one mailbox", ErrHeader)
-		}
-		sender = a.Address
-	default:
-		return "", "", fmt.Errorf("%w: %d Sender fields, want at most one", ErrHeader, len(senders))
+	if sender, err = rfc5322.Sender(h); err != nil {
+		return "", "", fmt.Errorf("%w: %w", ErrHeader, err)
 	}
 	return from, sender, nil
-}
-
-// mailbox parses a field that must hold exactly one mailbox (RFC 5322
-// 3.4): not a list, not a group, no obsolete route.
-func mailbox(v string) (*mail.Address, error) {
-	if hasGroupSyntax(v) {
-		return nil, errors.New("group or route syntax")
-	}
-	return addressParser.Parse(strings.TrimSpace(v))
-}
-
-// hasGroupSyntax reports a ':' or ';' outside quoted strings, comments and
-// domain literals: a group (RFC 5322 3.4) or an obsolete route (4.4),
-// which net/mail accepts but a From of one mailbox cannot be.
-func hasGroupSyntax(v string) bool {
-	depth, quoted, literal := 0, false, false
-	for i := 0; i < len(v); i++ {
-		switch ch := v[i]; {
-		case ch == '\\' && (quoted || depth > 0 || literal):
-			i++
-		case quoted:
-			quoted = ch != '"'
-		case literal:
-			literal = ch != ']'
-		case ch == '(':
-			depth++
-		case ch == ')' && depth > 0:
-			depth--
-		case depth > 0:
-		case ch == '"':
-			quoted = true
-		case ch == '[':
-			literal = true
-		case ch == ':' || ch == ';':
-			return true
-		}
-	}
-	return false
 }

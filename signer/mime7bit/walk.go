@@ -140,12 +140,12 @@ func (c *walker) parseHeader(b []byte, ec entityCtx) (header, error) {
 			finish(i)
 			colon := bytes.IndexByte(line, ':')
 			if colon <= 0 {
-				return h, c.errorf("malformed header line %q", clip(line))
+				return h, c.errorf("malformed header line: no field name before a colon")
 			}
 			for _, ch := range line[:colon] {
 				// RFC 5322 3.6.8: ftext is %d33-57 / %d59-126.
 				if ch < 33 || ch > 126 {
-					return h, c.errorf("malformed header field name %q", clip(line[:colon]))
+					return h, c.errorf("malformed header field name")
 				}
 			}
 			cur, curStart = line[:colon], i
@@ -200,7 +200,9 @@ func hasPrefixFold(s, prefix []byte) bool {
 	return len(s) >= len(prefix) && bytes.EqualFold(s[:len(prefix)], prefix)
 }
 
-// clip shortens what an error message quotes.
+// clip shortens a field name quoted in an error. Errors quote field names
+// (which passed the ftext check), never field values or body lines: error
+// texts reach logs and reports, and message content must not.
 func clip(b []byte) []byte {
 	if len(b) > 40 {
 		return b[:40]
@@ -232,7 +234,7 @@ func (c *walker) parseCTE(v []byte) (encoding, error) {
 	case bytes.EqualFold(v, []byte("base64")):
 		return encBase64, nil
 	}
-	return 0, c.errorf("unknown Content-Transfer-Encoding %q (RFC 2045 6.1 defines 7bit, 8bit, binary, quoted-printable, base64)", clip(v))
+	return 0, c.errorf("unknown Content-Transfer-Encoding (RFC 2045 6.1 defines 7bit, 8bit, binary, quoted-printable, base64)")
 }
 
 // writeHeader writes the header with Content-Transfer-Encoding set to cte,
@@ -294,10 +296,10 @@ func (c *walker) entity(b []byte, ec entityCtx) error {
 	if h.ct != "" {
 		mt, p, err := mime.ParseMediaType(h.ct)
 		if err != nil && !(errors.Is(err, mime.ErrInvalidMediaParameter) && mt != "" && !strings.HasPrefix(mt, "multipart/")) {
-			return c.errorf("invalid Content-Type %q: %v", clip([]byte(h.ct)), err)
+			return c.errorf("invalid Content-Type: %v", err)
 		}
 		if !strings.Contains(mt, "/") {
-			return c.errorf("invalid Content-Type %q: no subtype", clip([]byte(h.ct)))
+			return c.errorf("invalid Content-Type: no subtype")
 		}
 		media, params = mt, p
 	}
@@ -422,7 +424,7 @@ func (c *walker) multipart(b []byte, h *header, body []byte, media string, param
 		return c.errorf("%s without boundary parameter (RFC 2046 5.1.1)", media)
 	}
 	if err := checkBoundary(boundary); err != "" {
-		return c.errorf("%s boundary %q: %s (RFC 2046 5.1.1)", media, clip([]byte(boundary)), err)
+		return c.errorf("%s boundary: %s (RFC 2046 5.1.1)", media, err)
 	}
 	if ec.depth+1 > c.maxDepth {
 		return c.errorf("nesting deeper than %d levels", c.maxDepth)
@@ -443,7 +445,7 @@ func (c *walker) multipart(b []byte, h *header, body []byte, media string, param
 	// Preamble: up to the first delimiter line.
 	d, found := findDelim(body, 0, dash)
 	if !found {
-		return c.errorf("%s: no delimiter line %q", media, clip(dash))
+		return c.errorf("%s: no delimiter line", media)
 	}
 	if d.close {
 		// RFC 2046 5.1.1: at least one body part. Readers disagree on
@@ -472,13 +474,13 @@ func (c *walker) multipart(b []byte, h *header, body []byte, media string, param
 	for !d.close {
 		c.w.Write(body[d.at:d.lineEnd]) // the delimiter, padding kept
 		if d.next == d.lineEnd {
-			return c.errorf("%s: missing close delimiter %q", media, clip(append(dash, '-', '-')))
+			return c.errorf("%s: missing close delimiter", media)
 		}
 		c.w.WriteString("\r\n")
 		start := d.next
 		nd, found := findDelim(body, start, dash)
 		if !found {
-			return c.errorf("%s: missing close delimiter %q", media, clip(append(dash, '-', '-')))
+			return c.errorf("%s: missing close delimiter", media)
 		}
 		n++
 		c.path = append(c.path, n)
