@@ -379,7 +379,10 @@ func (s *session) data(r io.Reader) (string, error) {
 	defer signed.Close()
 	ctx, cancel := context.WithTimeout(s.ctx, l.SignTimeout)
 	start := time.Now()
-	src := io.MultiReader(strings.NewReader(s.received(cfg)), in.Reader())
+	rcvd := s.received(cfg)
+	// Say how long the message is, so that the signer sizes its one
+	// buffer once instead of growing it chunk by chunk.
+	src := sizedReader{io.MultiReader(strings.NewReader(rcvd), in.Reader()), int64(len(rcvd)) + in.Len()}
 	res, err := cfg.Sealer.Sign(ctx, signed, src)
 	cancel()
 	g.m.signDuration.Observe(time.Since(start).Seconds())
@@ -558,3 +561,12 @@ func newID() string {
 	rand.Read(b[:])
 	return idEncoding.EncodeToString(b[:])
 }
+
+// sizedReader is a reader that tells how many octets it holds.
+type sizedReader struct {
+	io.Reader
+	n int64
+}
+
+// Len is what the signer asks to size its buffer.
+func (r sizedReader) Len() int64 { return r.n }
