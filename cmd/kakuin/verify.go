@@ -53,14 +53,14 @@ func (c *verifyConfig) trustAnchors() string {
 }
 
 const verifyIntro = "usage: kakuin verify [--json | --authres] [--resolver host:port] [--trust-anchors FILE]\n" +
-	"                     [--client-ip IP --helo NAME --mail-from ADDR] [--offline] [--at TIME] MESSAGE.eml | -\n\n" +
+	"                     [--zone FILE] [--client-ip IP --helo NAME --mail-from ADDR] [--offline] [--at TIME] MESSAGE.eml | -\n\n" +
 	"Says whether a message is genuine government mail: From under the government suffixes,\n" +
 	"a valid S/MIME signature from a configured trust anchor for that exact address, and an\n" +
 	"aligned passing DKIM signature. Exit status: 0 genuine, 1 not verified, 2 unusable input."
 
 type verifyFlags struct {
 	json, authres, offline, requireRev bool
-	resolver, anchors, clientIP        string
+	resolver, zone, anchors, clientIP  string
 	helo, mailFrom, at                 string
 	crls                               stringList
 }
@@ -72,6 +72,7 @@ func runVerify(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs.BoolVar(&f.json, "json", false, "print the report as JSON (schema: docs/verify-json.md)")
 	fs.BoolVar(&f.authres, "authres", false, "print an RFC 8601 Authentication-Results header field")
 	fs.StringVar(&f.resolver, "resolver", "", "DNS server host:port (overrides KAKUIN_RESOLVER)")
+	fs.StringVar(&f.zone, "zone", "", "answer DNS questions from this zone file instead of a server (e.g. the PKI's dns.zone, before it is published)")
 	fs.StringVar(&f.anchors, "trust-anchors", "", "PEM file of trusted roots (overrides KAKUIN_TRUST_ANCHORS)")
 	fs.StringVar(&f.clientIP, "client-ip", "", "IP address of the SMTP client, to check SPF")
 	fs.StringVar(&f.helo, "helo", "", "HELO/EHLO name of the SMTP client, for SPF")
@@ -159,23 +160,11 @@ func verifyOptions(cfg *verifyConfig, f *verifyFlags) (verify.Options, error) {
 	}
 	opts.TrustAnchors = pool
 
-	servers := cfg.Resolver
-	if f.resolver != "" {
-		servers = f.resolver
+	res, err := verifyResolver(cfg, f)
+	if err != nil {
+		return opts, err
 	}
-	var list []string
-	if servers != "" {
-		list = strings.Split(servers, ",")
-	} else {
-		list = resolvConf("/etc/resolv.conf")
-	}
-	if len(list) > 0 {
-		res, err := lookup.New(list, lookup.Options{Timeout: cfg.DNSTimeout, CacheSize: 256})
-		if err != nil {
-			return opts, fmt.Errorf("%w: resolver: %w", errConfig, err)
-		}
-		opts.Resolver = res
-	}
+	opts.Resolver = res
 
 	if f.clientIP != "" {
 		ip, err := netip.ParseAddr(f.clientIP)
@@ -262,4 +251,43 @@ func resolvConf(path string) []string {
 		}
 	}
 	return out
+}
+
+// verifyResolver answers DNS questions from --zone, or from --resolver,
+// KAKUIN_RESOLVER or /etc/resolv.conf, in that order. Nil when none is
+// configured: DNS-based checks then say they could not run.
+func verifyResolver(cfg *verifyConfig, f *verifyFlags) (lookup.Resolver, error) {
+	if f.zone != "" {
+		if f.resolver != "" {
+			return nil, fmt.Errorf("%w: --zone and --resolver exclude each other", errConfig)
+		}
+		zf, err := os.Open(f.zone)
+		if err != nil {
+			return nil, fmt.Errorf("%w: --zone: %w", errConfig, err)
+		}
+		defer zf.Close()
+		res, err := lookup.NewZone(zf, ".")
+		if err != nil {
+			return nil, fmt.Errorf("%w: --zone %s: %w", errConfig, f.zone, err)
+		}
+		return res, nil
+	}
+	servers := cfg.Resolver
+	if f.resolver != "" {
+		servers = f.resolver
+	}
+	var list []string
+	if servers != "" {
+		list = strings.Split(servers, ",")
+	} else {
+		list = resolvConf("/etc/resolv.conf")
+	}
+	if len(list) == 0 {
+		return nil, nil
+	}
+	res, err := lookup.New(list, lookup.Options{Timeout: cfg.DNSTimeout, CacheSize: 256})
+	if err != nil {
+		return nil, fmt.Errorf("%w: resolver: %w", errConfig, err)
+	}
+	return res, nil
 }
