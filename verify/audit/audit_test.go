@@ -290,6 +290,9 @@ _25._tcp.mx TLSA 3 1 1 `+spkiHash(dc)+"\n")
 	mxd("weak3des.example.go.jp", audittest.SMTPConfig{AcceptWeak: []string{"3DES"}})
 	mxd("weakrc4.example.go.jp", audittest.SMTPConfig{AcceptWeak: []string{"RC4"}})
 	mxd("sslv3.example.go.jp", audittest.SMTPConfig{AcceptWeak: []string{"SSLv3"}})
+	mxd("sslv2.example.go.jp", audittest.SMTPConfig{AcceptWeak: []string{"SSLv2"}})
+	mxd("dropprobe.example.go.jp", audittest.SMTPConfig{DropSTARTTLSFrom: 2})    // the SSLv2 probe's connection
+	mxd("dropstarttls.example.go.jp", audittest.SMTPConfig{DropSTARTTLSFrom: 1}) // every connection
 	mxd("wrongcert.example.go.jp", audittest.SMTPConfig{Cert: e.ca.Leaf(t, "www.example.go.jp")})
 	mxd("expired.example.go.jp", audittest.SMTPConfig{Cert: e.ca.ExpiredLeaf(t, "mx.expired.example.go.jp")})
 	e.dns.AddZone("nomxaddr.example.go.jp", "@ SOA ns1 hostmaster 1 3600 600 86400 60\n@ MX 10 gone.nomxaddr.example.go.jp.\n")
@@ -403,7 +406,13 @@ _25._tcp.mx TLSA 3 1 1 `+spkiHash(dc)+"\n")
 	test("weak3des.example.go.jp", "starttls.tls12", Pass, "TLS 1.3")
 	test("weakrc4.example.go.jp", "starttls.weak", Fail, "accepts RC4")
 	test("sslv3.example.go.jp", "starttls.weak", Fail, "accepts SSLv3")
-	test("danegood.example.go.jp", "starttls.weak", Pass, "refuses")
+	test("sslv2.example.go.jp", "starttls.weak", Fail, "accepts SSLv2")
+	test("sslv2.example.go.jp", "starttls.tls12", Pass, "TLS 1.3")
+	test("dropprobe.example.go.jp", "starttls.offered", Pass, "")
+	test("dropprobe.example.go.jp", "starttls.weak", Error, "could not test: SSLv2 probe")
+	test("dropstarttls.example.go.jp", "starttls.offered", Error, "could not test: STARTTLS at")
+	test("dropstarttls.example.go.jp", "starttls.weak", Error, "could not test")
+	test("danegood.example.go.jp", "starttls.weak", Pass, "refuses SSLv2, SSLv3, RC4 and 3DES")
 	test("wrongcert.example.go.jp", "starttls.certificate", Fail, "certificate is valid for www.example.go.jp")
 	test("expired.example.go.jp", "starttls.certificate", Fail, "expired")
 	test("nomxaddr.example.go.jp", "mx.resolves", Fail, "no A or AAAA")
@@ -496,10 +505,10 @@ func TestSharedMXProbedOnce(t *testing.T) {
 	if got != 20 {
 		t.Fatalf("%d reports", got)
 	}
-	// One session plus the three weak-protocol probes, one at a time,
-	// ProbeInterval apart.
-	if n := srv.Conns(); n != 4 {
-		t.Fatalf("shared MX got %d connections, want 4", n)
+	// One session plus the four weak-protocol probes (SSLv2, SSLv3, RC4,
+	// 3DES), one at a time, ProbeInterval apart.
+	if n := srv.Conns(); n != 5 {
+		t.Fatalf("shared MX got %d connections, want 5", n)
 	}
 	// Each connection is accepted after the previous one's greeting,
 	// exchange and release plus the interval: the gaps prove both.
@@ -507,6 +516,63 @@ func TestSharedMXProbedOnce(t *testing.T) {
 	for i := 1; i < len(at); i++ {
 		if gap := at[i].Sub(at[i-1]); gap < 20*time.Millisecond {
 			t.Errorf("connections %d and %d only %v apart", i-1, i, gap)
+		}
+	}
+}
+
+// TestSSLv2UnderBOD1801: BOD 18-01 forbids SSLv2; the SSLv2 probe's
+// result decides the verdict of a domain otherwise compliant.
+func TestSSLv2UnderBOD1801(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	cases := []struct {
+		name     string
+		cfg      audittest.SMTPConfig
+		want     Status
+		evidence string // the whole evidence, after "<mx>: "
+	}{
+		{"modern", audittest.SMTPConfig{}, Pass, "refuses SSLv2, SSLv3, RC4 and 3DES"},
+		{"sslv2", audittest.SMTPConfig{AcceptWeak: []string{"SSLv2"}}, Fail, "accepts SSLv2"},
+		{"sslv2all", audittest.SMTPConfig{AcceptWeak: []string{"SSLv2", "SSLv3", "RC4", "3DES"}}, Fail, "accepts SSLv2, SSLv3, RC4, 3DES"},
+		{"drop", audittest.SMTPConfig{DropSTARTTLSFrom: 2}, Error, "could not test: SSLv2 probe: "},
+		{"stall", audittest.SMTPConfig{StallTLSFrom: 2}, Error, "could not test: SSLv2 probe: "},
+		// The first connection stalls: the whole probe could not test,
+		// never a failed handshake or a pass.
+		{"stallall", audittest.SMTPConfig{StallTLSFrom: 1}, Error, "could not test: TLS handshake with "},
+	}
+	for _, tc := range cases {
+		d := tc.name + ".bod.example.go.jp"
+		e.dns.AddZone(d, `
+@ SOA ns1 hostmaster 1 3600 600 86400 60
+@ MX 10 mx
+@ TXT "v=spf1 mx -all"
+_dmarc TXT "v=DMARC1; p=reject; rua=`+CISAReportAddress+`"
+`)
+		e.mx("mx."+d, tc.cfg)
+	}
+	o := e.options("bod1801")
+	o.ProbeTimeout = 500 * time.Millisecond // for "stall"
+	a, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range cases {
+		d := tc.name + ".bod.example.go.jp"
+		rep := a.Domain(context.Background(), d)
+		c := statusOf(t, rep, "starttls.weak")
+		ev := strings.Join(c.Evidence, "\n")
+		okEv := ev == "mx."+d+": "+tc.evidence || tc.want == Error && strings.HasPrefix(ev, "mx."+d+": "+tc.evidence)
+		if c.Status != tc.want || !c.Counted || !okEv {
+			t.Errorf("%s: starttls.weak %s counted=%v %q, want %s %q", tc.name, c.Status, c.Counted, ev, tc.want, tc.evidence)
+		}
+		if rep.Verdict != tc.want {
+			t.Errorf("%s: bod1801 verdict %s, want %s\n%s", tc.name, rep.Verdict, tc.want, dump(rep))
+		}
+		if tc.name == "stall" && !strings.Contains(ev, "timeout") {
+			t.Errorf("stall: %q is not a timeout", ev)
+		}
+		if tc.want == Fail && !strings.Contains(c.Advice, "smtpd_tls_protocols = >=TLSv1.2") {
+			t.Errorf("%s: advice %q", tc.name, c.Advice)
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/smtp"
 	"net/textproto"
@@ -155,18 +156,33 @@ func (a *Auditor) doProbe(ctx context.Context, host string) *probeResult {
 			InsecureSkipVerify: true,
 			MinVersion:         tls.VersionTLS10, // to see servers stuck at TLS 1.0/1.1
 		}
-		if err := c.StartTLS(cfg); err != nil {
-			var tp *textproto.Error
-			if errors.As(err, &tp) {
-				res.err = fmt.Errorf("STARTTLS at %s: %w", addr, err)
+		// RFC 3207 4: STARTTLS, 220, then the handshake. Said by hand
+		// rather than with c.StartTLS so that a refusal (454) or a
+		// connection lost before the 220 is "could not test", and only a
+		// failed handshake after it says the server's TLS is broken.
+		id, err := c.Text.Cmd("STARTTLS")
+		if err == nil {
+			c.Text.StartResponse(id)
+			_, _, err = c.Text.ReadResponse(220)
+			c.Text.EndResponse(id)
+		}
+		if err != nil {
+			res.err = fmt.Errorf("STARTTLS at %s: %w", addr, err)
+			return
+		}
+		tc := tls.Client(conn, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || ctx.Err() != nil {
+				res.err = fmt.Errorf("TLS handshake with %s: %w", addr, err) // could not test
 			} else {
 				res.tlsErr = err
 			}
 			return
 		}
-		st, _ := c.TLSConnectionState()
+		st := tc.ConnectionState()
 		res.version, res.cipher, res.chain = st.Version, st.CipherSuite, st.PeerCertificates
-		c.Quit()
+		io.WriteString(tc, "QUIT\r\n") // best effort: the probe has what it came for
 	}()
 	if len(res.chain) > 0 {
 		inter := x509.NewCertPool()
@@ -194,26 +210,48 @@ func (a *Auditor) doProbe(ctx context.Context, host string) *probeResult {
 }
 
 // weakProbe is one handshake built by hand, offering only what Go's TLS
-// stack will not: SSLv3, or RC4 or 3DES cipher suites.
+// stack will not: SSLv2, SSLv3, or RC4 or 3DES cipher suites.
 type weakProbeSpec struct {
 	name    string
 	version uint16
-	suites  []uint16
+	// suites are TLS cipher suites; for SSLv2 (version 0x0002), 3-byte
+	// SSLv2 cipher kinds.
+	suites []uint32
+}
+
+// sslv2Version is the SSL 2.0 protocol version (SSL 2.0 spec, Appendix
+// C; RFC 6176 prohibits it).
+const sslv2Version = 0x0002
+
+// sslv2CipherKinds are the SSL 2.0 cipher kinds (SSL 2.0 spec, Appendix
+// C), all of them offered: a server that speaks SSLv2 at all picks one.
+var sslv2CipherKinds = []uint32{
+	0x010080, // SSL_CK_RC4_128_WITH_MD5
+	0x0700c0, // SSL_CK_DES_192_EDE3_CBC_WITH_MD5
+	0x030080, // SSL_CK_RC2_128_CBC_WITH_MD5
+	0x050080, // SSL_CK_IDEA_128_CBC_WITH_MD5
+	0x060040, // SSL_CK_DES_64_CBC_WITH_MD5
+	0x020080, // SSL_CK_RC4_128_EXPORT40_WITH_MD5
+	0x040080, // SSL_CK_RC2_128_CBC_EXPORT40_WITH_MD5
 }
 
 var weakProbes = []weakProbeSpec{
+	// RFC 6176: SSL 2.0 must never be negotiated (BOD 18-01: no SSLv2).
+	{"SSLv2", sslv2Version, sslv2CipherKinds},
 	// RFC 7568: SSLv3 must not be used. Offer its usual suites.
-	{"SSLv3", 0x0300, []uint16{0x000a, 0x0005, 0x0004, 0x002f, 0x0035}},
+	{"SSLv3", 0x0300, []uint32{0x000a, 0x0005, 0x0004, 0x002f, 0x0035}},
 	// RFC 7465: RC4 must not be used.
-	{"RC4", 0x0303, []uint16{0xc011, 0xc007, 0x0005, 0x0004}},
+	{"RC4", 0x0303, []uint32{0xc011, 0xc007, 0x0005, 0x0004}},
 	// 3DES (Sweet32, CVE-2016-2183; BOD 18-01).
-	{"3DES", 0x0303, []uint16{0xc012, 0xc008, 0x0016, 0x000a}},
+	{"3DES", 0x0303, []uint32{0xc012, 0xc008, 0x0016, 0x000a}},
 }
 
 // weakProbe opens an SMTP session, says STARTTLS and sends a ClientHello
-// offering only w's version and suites. The server accepted if it answers
-// with a ServerHello choosing them; an alert or a closed connection is a
-// refusal.
+// offering only w's version and suites (for SSLv2, an SSLv2 CLIENT-HELLO).
+// The server accepted if it answers with a ServerHello choosing them (an
+// SSLv2 SERVER-HELLO); an alert, a closed connection or anything else is
+// a refusal. A failure before the STARTTLS go-ahead, or a timeout, is an
+// error: the probe could not run.
 func (a *Auditor) weakProbe(ctx context.Context, addr, host string, w weakProbeSpec) (bool, error) {
 	conn, release, err := a.connect(ctx, addr)
 	if err != nil {
@@ -242,7 +280,21 @@ func (a *Auditor) weakProbe(ctx context.Context, addr, host string, w weakProbeS
 	if err := read(220); err != nil {
 		return false, err
 	}
-	if _, err := conn.Write(ClientHello(w.version, w.suites, host)); err != nil {
+	if w.version == sslv2Version {
+		if _, err := conn.Write(sslv2ClientHello(w.suites)); err != nil {
+			return false, err
+		}
+		_, err := readSSLv2ServerHello(br)
+		if errors.Is(err, errRefused) {
+			return false, nil
+		}
+		return err == nil, err
+	}
+	suites := make([]uint16, len(w.suites))
+	for i, s := range w.suites {
+		suites[i] = uint16(s)
+	}
+	if _, err := conn.Write(ClientHello(w.version, suites, host)); err != nil {
 		return false, err
 	}
 	version, suite, err := readServerHello(br)
@@ -255,7 +307,7 @@ func (a *Auditor) weakProbe(ctx context.Context, addr, host string, w weakProbeS
 	if w.version == 0x0300 {
 		return version == 0x0300, nil
 	}
-	for _, s := range w.suites {
+	for _, s := range suites {
 		if s == suite {
 			return true, nil
 		}
@@ -316,11 +368,7 @@ func ClientHello(version uint16, suites []uint16, host string) []byte {
 func readServerHello(r *bufio.Reader) (uint16, uint16, error) {
 	hdr := make([]byte, 5)
 	if _, err := ioReadFull(r, hdr); err != nil {
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			return 0, 0, err
-		}
-		return 0, 0, errRefused // closed or reset
+		return 0, 0, refusedUnlessTimeout(err) // closed or reset: refused
 	}
 	n := int(hdr[3])<<8 | int(hdr[4])
 	if hdr[0] != 0x16 || n < 4+2+32+1+2 || n > 1<<14 {
@@ -328,7 +376,7 @@ func readServerHello(r *bufio.Reader) (uint16, uint16, error) {
 	}
 	rec := make([]byte, n)
 	if _, err := ioReadFull(r, rec); err != nil {
-		return 0, 0, errRefused
+		return 0, 0, refusedUnlessTimeout(err)
 	}
 	if rec[0] != 2 { // ServerHello
 		return 0, 0, errRefused
@@ -342,6 +390,97 @@ func readServerHello(r *bufio.Reader) (uint16, uint16, error) {
 	}
 	p = p[1+sid:]
 	return version, uint16(p[0])<<8 | uint16(p[1]), nil
+}
+
+// sslv2ClientHello builds an SSL 2.0 CLIENT-HELLO (SSL 2.0 spec, 2.5;
+// RFC 6176): a 2-byte record header with the high bit set, then
+// MSG-CLIENT-HELLO, version 0x0002, the cipher-specs (3 bytes each), no
+// session id and a 16-byte challenge. The handshake is never completed,
+// so the challenge needs no secrecy.
+func sslv2ClientHello(kinds []uint32) []byte {
+	specs := len(kinds) * 3
+	const challenge = 16
+	body := []byte{
+		1,                                      // MSG-CLIENT-HELLO
+		sslv2Version >> 8, sslv2Version & 0xff, // CLIENT-VERSION
+		byte(specs >> 8), byte(specs), // CIPHER-SPECS-LENGTH
+		0, 0, // SESSION-ID-LENGTH
+		0, challenge, // CHALLENGE-LENGTH
+	}
+	for _, k := range kinds {
+		body = append(body, byte(k>>16), byte(k>>8), byte(k))
+	}
+	for i := 0; i < challenge; i++ {
+		body = append(body, byte(i*13+5))
+	}
+	// SSL 2.0 spec 1.2: 2-byte header, no padding, length in 15 bits.
+	return append([]byte{0x80 | byte(len(body)>>8), byte(len(body))}, body...)
+}
+
+// sslv2Hello is what a parsed SSLv2 SERVER-HELLO says.
+type sslv2Hello struct {
+	certificate []byte
+	kinds       []uint32
+}
+
+// readSSLv2ServerHello reads the server's answer to an SSLv2
+// CLIENT-HELLO. It returns the hello if the answer is a well-formed
+// SERVER-HELLO (SSL 2.0 spec, 2.6): the server speaks SSLv2. A TLS alert
+// or record (no high bit: not a 2-byte SSLv2 header), an SSLv2 ERROR
+// message, a malformed hello, or a closed connection is errRefused; a
+// timeout is returned as such (could not test).
+func readSSLv2ServerHello(r *bufio.Reader) (*sslv2Hello, error) {
+	hdr := make([]byte, 2)
+	if _, err := ioReadFull(r, hdr); err != nil {
+		return nil, refusedUnlessTimeout(err)
+	}
+	if hdr[0]&0x80 == 0 {
+		return nil, errRefused // a TLS record (alert 0x15), or garbage
+	}
+	n := int(hdr[0]&0x7f)<<8 | int(hdr[1])
+	const fixed = 11 // type, session-id-hit, cert type, version, 3 lengths
+	if n < fixed {
+		return nil, errRefused
+	}
+	rec := make([]byte, n)
+	if _, err := ioReadFull(r, rec); err != nil {
+		return nil, refusedUnlessTimeout(err)
+	}
+	if rec[0] != 4 { // MSG-SERVER-HELLO; 0 is MSG-ERROR
+		return nil, errRefused
+	}
+	hit, certType := rec[1], rec[2]
+	version := int(rec[3])<<8 | int(rec[4])
+	certLen := int(rec[5])<<8 | int(rec[6])
+	specsLen := int(rec[7])<<8 | int(rec[8])
+	connIDLen := int(rec[9])<<8 | int(rec[10])
+	// We sent no session id, so the server cannot have hit one: it must
+	// send its certificate (type 1, SSL_CT_X509_CERTIFICATE) and the
+	// cipher-specs it shares with us; the connection-id is 16 to 32
+	// bytes.
+	if hit != 0 || certType != 1 || version != sslv2Version ||
+		certLen == 0 || specsLen == 0 || specsLen%3 != 0 ||
+		connIDLen < 16 || connIDLen > 32 ||
+		fixed+certLen+specsLen+connIDLen != n {
+		return nil, errRefused
+	}
+	p := rec[fixed:]
+	h := &sslv2Hello{certificate: p[:certLen]}
+	p = p[certLen:]
+	for i := 0; i < specsLen; i += 3 {
+		h.kinds = append(h.kinds, uint32(p[i])<<16|uint32(p[i+1])<<8|uint32(p[i+2]))
+	}
+	return h, nil
+}
+
+// refusedUnlessTimeout: a timeout means the probe could not finish; a
+// closed or reset connection is the server's refusal.
+func refusedUnlessTimeout(err error) error {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return err
+	}
+	return errRefused
 }
 
 func ioReadFull(r *bufio.Reader, b []byte) (int, error) {

@@ -63,7 +63,7 @@ var Profiles = map[string]Profile{
 	// no RC4 or 3DES.
 	"bod1801": {
 		Name:        "bod1801",
-		Description: "US CISA BOD 18-01: SPF, DMARC p=reject with rua to CISA, STARTTLS, no SSLv3/RC4/3DES",
+		Description: "US CISA BOD 18-01: SPF, DMARC p=reject with rua to CISA, STARTTLS, no SSLv2/SSLv3/RC4/3DES",
 		Suffixes:    []string{"go.jp"},
 		Checks: []string{"mx.present",
 			"spf.record", "spf.lookups", "spf.all",

@@ -128,9 +128,9 @@ func (r *run) checkSTARTTLS(probes map[string]*probeResult, daneOK map[string]bo
 		case len(p.weak) > 0:
 			weak.Status = worst(weak.Status, Fail)
 			weak.Evidence = append(weak.Evidence, m.Host+": accepts "+strings.Join(p.weak, ", "))
-			weak.Advice = "disable SSLv2/SSLv3, RC4 and 3DES on " + m.Host + " (RFC 7568, RFC 7465; BOD 18-01), e.g. Postfix: smtpd_tls_protocols = >=TLSv1.2, smtpd_tls_exclude_ciphers = RC4, 3DES, aNULL"
+			weak.Advice = "disable SSLv2/SSLv3, RC4 and 3DES on " + m.Host + " (RFC 6176, RFC 7568, RFC 7465; BOD 18-01), e.g. Postfix: smtpd_tls_protocols = >=TLSv1.2, smtpd_tls_exclude_ciphers = RC4, 3DES, aNULL"
 		default:
-			weak.Evidence = append(weak.Evidence, m.Host+": refuses SSLv3, RC4 and 3DES")
+			weak.Evidence = append(weak.Evidence, m.Host+": refuses "+weakNames())
 		}
 	}
 	for _, c := range all {
@@ -366,4 +366,17 @@ func usableTLSA(recs []lookup.TLSA) []lookup.TLSA {
 		}
 	}
 	return out
+}
+
+// weakNames lists what the weak probes try, for the evidence of a pass:
+// "SSLv2, SSLv3, RC4 and 3DES".
+func weakNames() string {
+	var names []string
+	for _, w := range weakProbes {
+		names = append(names, w.name)
+	}
+	if len(names) < 2 {
+		return strings.Join(names, "")
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " and " + names[len(names)-1]
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -30,8 +31,21 @@ type SMTPConfig struct {
 	// offers nothing better: "SSLv3" (client_version 3.0), "RC4" or
 	// "3DES" cipher suites. Such a hello gets a ServerHello choosing it,
 	// built at the handshake-record level (Go's TLS has none of these),
-	// and the connection ends there. Any other hello goes to crypto/tls.
+	// and the connection ends there. "SSLv2" answers an SSLv2
+	// CLIENT-HELLO with a well-formed SSLv2 SERVER-HELLO (Cert's leaf,
+	// the first cipher-spec both sides have) and ends. Any other hello
+	// goes to crypto/tls, which answers an SSLv2 hello with a
+	// protocol_version alert.
 	AcceptWeak []string
+	// DropSTARTTLSFrom makes connection number DropSTARTTLSFrom (1 is
+	// the first) and every later one close, without a reply, when the
+	// client says STARTTLS: a server that goes away mid-audit. Zero
+	// never drops.
+	DropSTARTTLSFrom int
+	// StallTLSFrom makes connection number StallTLSFrom and every later
+	// one, after the STARTTLS go-ahead, read and say nothing until the
+	// client leaves: a hello that times out. Zero never stalls.
+	StallTLSFrom int
 }
 
 // SMTPServer is an SMTP server on 127.0.0.1:0 that speaks just enough
@@ -73,6 +87,7 @@ func NewSMTPServer(tb testing.TB, cfg SMTPConfig) *SMTPServer {
 			s.active++
 			s.maxActive = max(s.maxActive, s.active)
 			s.accepted = append(s.accepted, time.Now())
+			n := s.conns
 			s.mu.Unlock()
 			wg.Add(1)
 			go func() {
@@ -81,7 +96,7 @@ func NewSMTPServer(tb testing.TB, cfg SMTPConfig) *SMTPServer {
 				defer c.Close()
 				c.SetDeadline(time.Now().Add(10 * time.Second))
 				go func() { <-done; c.Close() }()
-				s.serve(c)
+				s.serve(c, n)
 			}()
 		}
 	}()
@@ -114,7 +129,8 @@ func (s *SMTPServer) Accepted() []time.Time {
 	return append([]time.Time(nil), s.accepted...)
 }
 
-func (s *SMTPServer) serve(c net.Conn) {
+// serve speaks SMTP on c, the n-th connection (from 1).
+func (s *SMTPServer) serve(c net.Conn, n int) {
 	if s.cfg.Busy {
 		io.WriteString(c, "421 4.3.2 "+s.cfg.Name+" busy, try later\r\n")
 		return
@@ -144,7 +160,14 @@ func (s *SMTPServer) serve(c net.Conn) {
 				io.WriteString(w, "502 5.5.1 not here\r\n")
 				continue
 			}
+			if s.cfg.DropSTARTTLSFrom > 0 && n >= s.cfg.DropSTARTTLSFrom {
+				return
+			}
 			io.WriteString(w, "220 2.0.0 go ahead\r\n")
+			if s.cfg.StallTLSFrom > 0 && n >= s.cfg.StallTLSFrom {
+				io.Copy(io.Discard, br)
+				return
+			}
 			tc, ok := s.handshake(c, br)
 			if !ok {
 				return
@@ -169,12 +192,32 @@ var weakSuites = map[string][]uint16{
 // AcceptWeak allows, answers with a ServerHello choosing it and ends;
 // otherwise replays the hello into crypto/tls.
 func (s *SMTPServer) handshake(c net.Conn, br *bufio.Reader) (*tls.Conn, bool) {
-	hdr := make([]byte, 5)
+	first, err := br.Peek(2)
+	if err != nil {
+		return nil, false
+	}
+	var hdr, body []byte
+	if first[0]&0x80 != 0 {
+		// SSL 2.0 spec 1.2: a 2-byte record header with the high bit set.
+		hdr = make([]byte, 2)
+		io.ReadFull(br, hdr)
+		body = make([]byte, int(hdr[0]&0x7f)<<8|int(hdr[1]))
+		if _, err := io.ReadFull(br, body); err != nil {
+			return nil, false
+		}
+		if kinds, ok := parseSSLv2ClientHello(body); ok && slices.Contains(s.cfg.AcceptWeak, "SSLv2") {
+			if kind, ok := firstCommon(kinds, sslv2Kinds); ok && len(s.cfg.Cert.Certificate) > 0 {
+				c.Write(sslv2ServerHello(s.cfg.Cert.Certificate[0], kind))
+			}
+			return nil, false
+		}
+		return s.replay(c, br, hdr, body)
+	}
+	hdr = make([]byte, 5)
 	if _, err := io.ReadFull(br, hdr); err != nil {
 		return nil, false
 	}
-	n := int(hdr[3])<<8 | int(hdr[4])
-	body := make([]byte, n)
+	body = make([]byte, int(hdr[3])<<8|int(hdr[4]))
 	if _, err := io.ReadFull(br, body); err != nil {
 		return nil, false
 	}
@@ -194,6 +237,12 @@ func (s *SMTPServer) handshake(c net.Conn, br *bufio.Reader) (*tls.Conn, bool) {
 			}
 		}
 	}
+	return s.replay(c, br, hdr, body)
+}
+
+// replay hands the hello already read, and whatever followed it, to
+// crypto/tls.
+func (s *SMTPServer) replay(c net.Conn, br *bufio.Reader, hdr, body []byte) (*tls.Conn, bool) {
 	rest, _ := br.Peek(br.Buffered())
 	pre := append(append(append([]byte(nil), hdr...), body...), rest...)
 	br.Discard(len(rest))
@@ -250,6 +299,58 @@ func serverHello(version, suite uint16) []byte {
 	body = append(body, 0, byte(suite>>8), byte(suite), 0)
 	hs := append([]byte{2, 0, byte(len(body) >> 8), byte(len(body))}, body...)
 	return append([]byte{0x16, byte(version >> 8), byte(version), byte(len(hs) >> 8), byte(len(hs))}, hs...)
+}
+
+// sslv2Kinds are the SSL 2.0 cipher kinds the server "supports", in its
+// order of preference (SSL 2.0 spec, Appendix C).
+var sslv2Kinds = []uint32{0x0700c0, 0x010080, 0x030080, 0x060040}
+
+// parseSSLv2ClientHello parses an SSL 2.0 CLIENT-HELLO body (SSL 2.0
+// spec, 2.5) with version 0x0002 and returns its cipher kinds.
+func parseSSLv2ClientHello(b []byte) ([]uint32, bool) {
+	if len(b) < 9 || b[0] != 1 || b[1] != 0 || b[2] != 2 {
+		return nil, false
+	}
+	specs := int(b[3])<<8 | int(b[4])
+	sid := int(b[5])<<8 | int(b[6])
+	chal := int(b[7])<<8 | int(b[8])
+	if specs == 0 || specs%3 != 0 || 9+specs+sid+chal != len(b) {
+		return nil, false
+	}
+	var kinds []uint32
+	for i := 9; i < 9+specs; i += 3 {
+		kinds = append(kinds, uint32(b[i])<<16|uint32(b[i+1])<<8|uint32(b[i+2]))
+	}
+	return kinds, true
+}
+
+func firstCommon(offered, ours []uint32) (uint32, bool) {
+	for _, k := range ours {
+		if slices.Contains(offered, k) {
+			return k, true
+		}
+	}
+	return 0, false
+}
+
+// sslv2ServerHello is an SSL 2.0 SERVER-HELLO (SSL 2.0 spec, 2.6): no
+// session-id hit, an X.509 certificate, one cipher kind, a 16-byte
+// connection-id, behind a 2-byte record header.
+func sslv2ServerHello(cert []byte, kind uint32) []byte {
+	connID := bytes.Repeat([]byte{0x5a}, 16)
+	body := []byte{
+		4,    // MSG-SERVER-HELLO
+		0,    // SESSION-ID-HIT
+		1,    // CERTIFICATE-TYPE: SSL_CT_X509_CERTIFICATE
+		0, 2, // SERVER-VERSION
+		byte(len(cert) >> 8), byte(len(cert)),
+		0, 3, // CIPHER-SPECS-LENGTH
+		0, byte(len(connID)),
+	}
+	body = append(body, cert...)
+	body = append(body, byte(kind>>16), byte(kind>>8), byte(kind))
+	body = append(body, connID...)
+	return append([]byte{0x80 | byte(len(body)>>8), byte(len(body))}, body...)
 }
 
 type prefixConn struct {
