@@ -69,7 +69,7 @@ func runAudit(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	intro.WriteString("usage: kakuin audit [--resolver host:port] [--selectors s1,s2] [--profile nisc|bod1801|strict]\n" +
 		"                    [--format table|json|csv|html] [--concurrency N] [--timeout D] (DOMAIN... | -f FILE)\n\n" +
 		"Checks each domain's DNS and mail servers: domain, DNSSEC, MX, SPF, DMARC, DKIM, STARTTLS\n" +
-		"(with SSLv3/RC4/3DES probes), MTA-STS, TLS-RPT, DANE. Every warn and fail says what to publish.\n" +
+		"(with SSLv2/SSLv3/RC4/3DES probes), MTA-STS, TLS-RPT, DANE. Every warn and fail says what to publish.\n" +
 		"Exit status: 0 every domain passes the profile, 1 some fail, 2 the audit could not run\n" +
 		"(bad arguments, or a domain could not be tested and none failed).\n\nprofiles:")
 	for _, n := range audit.ProfileNames() {
