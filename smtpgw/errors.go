@@ -25,6 +25,10 @@ var (
 	// ErrHeader: the header is malformed (no or several From fields or
 	// mailboxes, a bad Sender, unparsable fields).
 	ErrHeader = errors.New("smtpgw: malformed header")
+	// ErrNeedSMTPUTF8: a non-ASCII envelope address in a transaction
+	// that did not ask for SMTPUTF8 (RFC 6531 3.4: such an address is
+	// allowed only after MAIL FROM with the SMTPUTF8 parameter).
+	ErrNeedSMTPUTF8 = errors.New("smtpgw: non-ASCII address without SMTPUTF8")
 	// ErrTooBig: the message exceeds the size limit.
 	ErrTooBig = errors.New("smtpgw: message too big")
 	// ErrHeaderTooBig: the header section exceeds its limit.
@@ -66,6 +70,9 @@ var replies = []struct {
 	{ErrNotAuthorised, reply{530, smtp.EnhancedCode{5, 7, 0}, "Authentication required", "not_authorised"}}, // RFC 4954 6
 	{ErrSenderSuffix, reply{550, smtp.EnhancedCode{5, 7, 1}, "Sender address rejected: domain is not under an allowed suffix", "sender_suffix"}},
 	{ErrSenderClient, reply{550, smtp.EnhancedCode{5, 7, 1}, "Sender address rejected: domain not allowed for this client", "sender_client"}},
+	// RFC 6531 3.5 and 4 (RFC 5248): X.6.7, non-ASCII addresses not
+	// permitted; 553 is "mailbox name not allowed" (RFC 5321 4.2.3).
+	{ErrNeedSMTPUTF8, reply{553, smtp.EnhancedCode{5, 6, 7}, "Non-ASCII address needs the SMTPUTF8 parameter", "smtputf8_required"}},
 	{ErrHeader, reply{554, smtp.EnhancedCode{5, 6, 0}, "Malformed header", "header"}},
 	{ErrTooBig, reply{552, smtp.EnhancedCode{5, 3, 4}, "Message too big", "size"}},
 	{ErrHeaderTooBig, reply{552, smtp.EnhancedCode{5, 3, 4}, "Header too big", "header_size"}},

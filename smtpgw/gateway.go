@@ -456,6 +456,25 @@ type gwConn struct {
 	once     sync.Once
 }
 
+// Write closes the connection when a write fails. go-smtp ignores the
+// error of every reply it writes (its bufio.Writer then fails every later
+// reply at once) and keeps reading commands: a client that stops reading
+// would keep its session, and a MaxSessions slot, until ReadTimeout, its
+// replies lost. Closing makes go-smtp's next read fail and end the
+// session; a transaction under way is aborted upstream (Logout) unless
+// the upstream has already accepted it. Limits.WriteTimeout,
+// which go-smtp sets before each reply, is what makes a stuck write fail.
+func (c *gwConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if err != nil {
+		c.mu.Lock()
+		c.closed = true
+		c.mu.Unlock()
+		c.Close()
+	}
+	return n, err
+}
+
 func (c *gwConn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(func() {

@@ -89,7 +89,15 @@ net:127.0.0.0/8   mhlw.go.jp example.go.jp
 // 127.0.0.0/8 as a client network unless mod says otherwise.
 func newEnv(t *testing.T, mod func(*Options)) *env {
 	t.Helper()
-	e := &env{t: t, up: smtptest.New(t, smtptest.Options{STARTTLS: true}), logs: &syncBuffer{}}
+	return newEnvUp(t, smtptest.Options{}, mod)
+}
+
+// newEnvUp is newEnv with an upstream made with up (STARTTLS is always
+// on).
+func newEnvUp(t *testing.T, up smtptest.Options, mod func(*Options)) *env {
+	t.Helper()
+	up.STARTTLS = true
+	e := &env{t: t, up: smtptest.New(t, up), logs: &syncBuffer{}}
 	u, err := relay.New("smtp://"+e.up.Addr, relay.Options{
 		Hostname:       "gw.example.go.jp",
 		TLS:            &tls.Config{RootCAs: e.up.RootCAs()},

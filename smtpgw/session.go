@@ -57,6 +57,7 @@ type txn struct {
 	rcpts        int
 	rcptAttempts int
 	size         int64
+	utf8         bool // MAIL FROM carried SMTPUTF8 (RFC 6531 3.4)
 	headerFrom   string
 	result       signer.Result
 	upReply      string
@@ -252,6 +253,16 @@ func (s *session) mail(cfg *Config, from string, opts *smtp.MailOptions) error {
 		}
 		return ErrNotAuthorised
 	}
+	s.t.utf8 = opts != nil && opts.UTF8
+	if !s.t.utf8 && !isASCII(from) {
+		// RFC 6531 3.4: a non-ASCII reverse-path only with SMTPUTF8.
+		// go-smtp's parser lets it through either way; passed on, it
+		// would reach an upstream that was never told.
+		if err := s.command(); err != nil {
+			return err
+		}
+		return fmt.Errorf("%w: MAIL FROM", ErrNeedSMTPUTF8)
+	}
 	if from != "" { // RFC 5321 4.5.5: the null path is allowed; the header From decides.
 		if err := s.checkSender(cfg, from); err != nil {
 			if err := s.command(); err != nil {
@@ -263,7 +274,7 @@ func (s *session) mail(cfg *Config, from string, opts *smtp.MailOptions) error {
 	if !s.g.rate.allow(s.key()) {
 		return ErrRate
 	}
-	up, err := s.g.opts.Upstream.Begin(s.ctx, from, relay.MailOptions{UTF8: opts != nil && opts.UTF8})
+	up, err := s.g.opts.Upstream.Begin(s.ctx, from, relay.MailOptions{UTF8: s.t.utf8})
 	if err != nil {
 		return fromRelay(err)
 	}
@@ -300,6 +311,12 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	// make the gateway probe the upstream without end.
 	if s.t.rcpts >= s.g.limits.MaxRecipients || s.t.rcptAttempts > 2*s.g.limits.MaxRecipients {
 		r, _ := toSMTP(ErrTooManyRecipients)
+		return r
+	}
+	if !s.t.utf8 && !isASCII(to) {
+		// RFC 6531 3.4: a non-ASCII forward-path only with SMTPUTF8.
+		r, _ := toSMTP(ErrNeedSMTPUTF8)
+		s.g.log.Info("recipient refused", "id", s.t.id, "reason", "smtputf8_required", "reply", r.Code)
 		return r
 	}
 	if err := s.t.up.Rcpt(s.ctx, to); err != nil {
@@ -560,6 +577,16 @@ func newID() string {
 	var b [10]byte
 	rand.Read(b[:])
 	return idEncoding.EncodeToString(b[:])
+}
+
+// isASCII reports whether s is all US-ASCII.
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 // sizedReader is a reader that tells how many octets it holds.

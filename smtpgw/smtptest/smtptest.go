@@ -36,6 +36,8 @@ type Message struct {
 	TLS bool
 	// Auth is the name the client authenticated as, or "".
 	Auth string
+	// UTF8 is true when MAIL FROM carried SMTPUTF8 (RFC 6531).
+	UTF8 bool
 }
 
 // Faults tell the server to misbehave. The zero value behaves.
@@ -208,6 +210,7 @@ type session struct {
 	tls  bool
 	auth string
 	from string
+	utf8 bool
 	to   []string
 }
 
@@ -244,6 +247,7 @@ func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 		return f.Mail
 	}
 	ss.from, ss.to = from, nil
+	ss.utf8 = opts != nil && opts.UTF8
 	return nil
 }
 
@@ -289,12 +293,12 @@ func (ss *session) Data(r io.Reader) error {
 	}
 	ss.s.mu.Lock()
 	ss.s.count++
-	ss.s.msgs = append(ss.s.msgs, Message{From: ss.from, To: append([]string(nil), ss.to...), Data: buf.Bytes(), TLS: ss.tls, Auth: ss.auth})
+	ss.s.msgs = append(ss.s.msgs, Message{From: ss.from, To: append([]string(nil), ss.to...), Data: buf.Bytes(), TLS: ss.tls, Auth: ss.auth, UTF8: ss.utf8})
 	ss.s.mu.Unlock()
 	return nil
 }
 
-func (ss *session) Reset()        { ss.from, ss.to = "", nil }
+func (ss *session) Reset()        { ss.from, ss.to, ss.utf8 = "", nil, false }
 func (ss *session) Logout() error { return nil }
 
 type countingListener struct {
