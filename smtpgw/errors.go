@@ -29,6 +29,9 @@ var (
 	// that did not ask for SMTPUTF8 (RFC 6531 3.4: such an address is
 	// allowed only after MAIL FROM with the SMTPUTF8 parameter).
 	ErrNeedSMTPUTF8 = errors.New("smtpgw: non-ASCII address without SMTPUTF8")
+	// ErrHeader8bit: non-ASCII octets in the header section of a
+	// transaction without SMTPUTF8 (RFC 6531 3.4, RFC 6532).
+	ErrHeader8bit = errors.New("smtpgw: non-ASCII header without SMTPUTF8")
 	// ErrTooBig: the message exceeds the size limit.
 	ErrTooBig = errors.New("smtpgw: message too big")
 	// ErrHeaderTooBig: the header section exceeds its limit.
@@ -73,6 +76,9 @@ var replies = []struct {
 	// RFC 6531 3.5 and 4 (RFC 5248): X.6.7, non-ASCII addresses not
 	// permitted; 553 is "mailbox name not allowed" (RFC 5321 4.2.3).
 	{ErrNeedSMTPUTF8, reply{553, smtp.EnhancedCode{5, 6, 7}, "Non-ASCII address needs the SMTPUTF8 parameter", "smtputf8_required"}},
+	// RFC 6531 4 (RFC 5248): X.6.9, a UTF-8 header message cannot be
+	// transferred; found after the final dot, so 554 (RFC 5321 4.2.3).
+	{ErrHeader8bit, reply{554, smtp.EnhancedCode{5, 6, 9}, "Non-ASCII header fields need SMTPUTF8", "header_8bit"}},
 	{ErrHeader, reply{554, smtp.EnhancedCode{5, 6, 0}, "Malformed header", "header"}},
 	{ErrTooBig, reply{552, smtp.EnhancedCode{5, 3, 4}, "Message too big", "size"}},
 	{ErrHeaderTooBig, reply{552, smtp.EnhancedCode{5, 3, 4}, "Header too big", "header_size"}},

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
@@ -378,6 +379,9 @@ func (s *session) data(r io.Reader) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	if err := headerCharset(head, t.utf8); err != nil {
+		return "", err
+	}
 	from, sender, err := originators(head)
 	if err != nil {
 		return "", err
@@ -459,6 +463,9 @@ func (s *stopWriter) Write(p []byte) (int, error) {
 // transaction id that is also in the log; protocol names per RFC 3848.
 func (s *session) received(cfg *Config) string {
 	proto := "ESMTP"
+	if s.t.utf8 {
+		proto = "UTF8SMTP" // RFC 6531 3.7.3: UTF8SMTP, UTF8SMTPS, UTF8SMTPA, UTF8SMTPSA
+	}
 	if s.tls {
 		proto += "S"
 	}
@@ -577,6 +584,24 @@ func newID() string {
 	var b [10]byte
 	rand.Read(b[:])
 	return idEncoding.EncodeToString(b[:])
+}
+
+// headerCharset checks the octets of the header section: without
+// SMTPUTF8 they must all be US-ASCII (RFC 5322 2.2; RFC 6531 3.4: a
+// message with UTF-8 header fields needs the SMTPUTF8 parameter, and it
+// would reach the upstream unannounced), refused with 554 5.6.9; with
+// SMTPUTF8, non-ASCII must be UTF-8 (RFC 6532 3.2), or 554 5.6.0.
+func headerCharset(head []byte, smtputf8 bool) error {
+	if smtputf8 {
+		if !utf8.Valid(head) {
+			return fmt.Errorf("%w: header is not UTF-8 (RFC 6532 3.2)", ErrHeader)
+		}
+		return nil
+	}
+	if !isASCII(string(head)) {
+		return ErrHeader8bit
+	}
+	return nil
 }
 
 // isASCII reports whether s is all US-ASCII.

@@ -110,6 +110,9 @@ func TestSMTPUTF8Transaction(t *testing.T) {
 				t.Fatalf("relayed message lacks %q:\n%s", f, got.Data)
 			}
 		}
+		if !bytes.Contains(got.Data, []byte("(kakuin) with UTF8SMTP id ")) { // RFC 6531 3.7.3
+			t.Fatalf("Received lacks WITH UTF8SMTP:\n%s", got.Data)
+		}
 		if bytes.Contains(got.Data, []byte("multipart/signed")) {
 			t.Fatal("an S/MIME signature for an address no certificate names")
 		}
@@ -195,6 +198,31 @@ func TestSMTPUTF8Transaction(t *testing.T) {
 		if len(m) != 1 || m[0].UTF8 || len(m[0].To) != 1 || m[0].To[0] != "citizen@example.com" {
 			t.Fatalf("upstream: %+v", m)
 		}
+		if !bytes.Contains(m[0].Data, []byte("(kakuin) with ESMTP id ")) {
+			t.Fatalf("Received lacks WITH ESMTP:\n%s", m[0].Data)
+		}
+		// An ASCII envelope and non-ASCII header fields (UTF-8, or raw
+		// Shift_JIS): the message needed SMTPUTF8, and the upstream was
+		// not told: 554 5.6.9, nothing relayed.
+		for name, msg := range map[string]string{
+			"UTF-8":     utf8Message("taro@" + idnALabel),
+			"Shift_JIS": "From: taro@example.go.jp\r\nTo: citizen@example.com\r\nSubject: \x8c\x8f\x96\xbc\r\n\r\nbody\r\n",
+		} {
+			c.expect(250, "MAIL FROM:<taro@example.go.jp>")
+			c.expect(250, "RCPT TO:<citizen@example.com>")
+			if code, text := c.data(msg + ".\r\n"); code != 554 || enhanced(text) != "5.6.9" {
+				t.Fatalf("%s header without SMTPUTF8: %d %s, want 554 5.6.9", name, code, text)
+			}
+		}
+		// With SMTPUTF8, header octets must be UTF-8 (RFC 6532 3.2).
+		c.expect(250, "MAIL FROM:<taro@example.go.jp> SMTPUTF8")
+		c.expect(250, "RCPT TO:<citizen@example.com>")
+		if code, text := c.data("From: taro@example.go.jp\r\nTo: citizen@example.com\r\nSubject: \x8c\x8f\x96\xbc\r\n\r\nbody\r\n.\r\n"); code != 554 || enhanced(text) != "5.6.0" {
+			t.Fatalf("Shift_JIS header with SMTPUTF8: %d %s, want 554 5.6.0", code, text)
+		}
+		if n := len(e.up.Messages()); n != 1 {
+			t.Fatalf("upstream has %d messages, want the one ASCII message", n)
+		}
 	})
 }
 
@@ -254,8 +282,13 @@ func TestSMTPUTF8Off(t *testing.T) {
 		t.Fatalf("non-ASCII recipient while off: %d %s, want 553 5.6.7", code, text)
 	}
 	c.expect(250, "RSET")
-	if n := e.up.Transactions() - base; n != 1 {
-		t.Fatalf("%d MAIL commands went upstream, want 1 (the ASCII one)", n)
+	c.expect(250, "MAIL FROM:<taro@example.go.jp>")
+	c.expect(250, "RCPT TO:<citizen@example.com>")
+	if code, text := c.data(utf8Message("taro@example.go.jp") + ".\r\n"); code != 554 || enhanced(text) != "5.6.9" {
+		t.Fatalf("UTF-8 header while off: %d %s, want 554 5.6.9", code, text)
+	}
+	if n := e.up.Transactions() - base; n != 2 {
+		t.Fatalf("%d MAIL commands went upstream, want 2 (the ASCII ones)", n)
 	}
 	if n := len(e.up.Messages()); n != 0 {
 		t.Fatalf("upstream has %d messages", n)
