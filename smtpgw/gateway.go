@@ -165,8 +165,11 @@ type Options struct {
 	// If empty, os.Hostname.
 	Hostname string
 	// SMTPUTF8 advertises SMTPUTF8 (RFC 6531); a transaction that uses
-	// it is refused with 553 5.6.7 if the upstream lacks it. If false,
-	// not advertised.
+	// it is refused with 553 5.6.7 at MAIL if the upstream lacks it, and
+	// is relayed with SMTPUTF8 otherwise. If false, not advertised, and
+	// the MAIL parameter gets 504 5.5.4 (go-smtp). Either way a non-ASCII
+	// envelope address without the parameter gets 553 5.6.7, and
+	// non-ASCII header octets without it 554 5.6.9 (RFC 6531 3.4).
 	SMTPUTF8 bool
 	// SpoolMemory is how much of a message is held in memory before it
 	// spills to a temporary file (unlinked at once). If zero, 1 MiB.
