@@ -179,20 +179,23 @@ func SignBytes(entity []byte, id *pki.Identity, opts Options) (*Signature, error
 	}
 	// RFC 8551 2.1, RFC 5754 2.2: SHA-256. The library's default is SHA-1.
 	sd.SetDigestAlgorithm(pkcs7.OIDDigestAlgorithmSHA256)
-	// RFC 8550 3, RULES S5: the signer certificate, then the
-	// intermediates, never the root. The library links the chain up
-	// (each certificate signed by the next) and names the issuer from it.
-	var parents []*x509.Certificate
-	for _, c := range id.Chain {
-		if !isSelfSigned(c) {
-			parents = append(parents, c)
-		}
-	}
 	// RFC 8551 2.5: contentType, messageDigest and signingTime come from
 	// the library; SMIMECapabilities (2.5.2) is ours.
 	cfg := pkcs7.SignerInfoConfig{ExtraSignedAttributes: []pkcs7.Attribute{{Type: oidSMIMECaps, Value: smimeCapabilities}}}
-	if err := sd.AddSignerChain(id.Certificate, id.Signer, parents, cfg); err != nil {
+	// AddSigner names the signer by the issuer and serial number in its
+	// own certificate (RFC 5652 5.3). AddSignerChain would also re-verify
+	// the leaf's signature against its issuer on every message: an RSA
+	// verification the certificate store already made when it loaded or
+	// issued the chain.
+	if err := sd.AddSigner(id.Certificate, id.Signer, cfg); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrKey, err)
+	}
+	// RFC 8550 3, RULES S5: the signer certificate (added above), then the
+	// intermediates, never the root.
+	for _, c := range id.Chain {
+		if !isSelfSigned(c) {
+			sd.AddCertificate(c)
+		}
 	}
 	digest, err := messageDigest(sd)
 	if err != nil {
