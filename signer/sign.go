@@ -188,7 +188,7 @@ func (s *Signer) Sign(ctx context.Context, dst io.Writer, src io.Reader) (Result
 	}
 
 	// DKIM over the final bytes (RFC 6376, RFC 8463).
-	sigs, err := dkimsign.Sign(message(), keys, dkimsign.Options{})
+	sigs, err := dkimsign.Sign(message(), keys)
 	switch {
 	case errors.Is(err, dkimsign.ErrMessage):
 		return res, fmt.Errorf("%w: %w", ErrMessage, err)

@@ -133,16 +133,13 @@ func CheckKeys(keys []pki.DKIMKey) error {
 	return nil
 }
 
-// Options configure Sign. The zero value is the only value: go-msgauth
-// takes the t= tag from time.Now and the signing randomness from
-// crypto/rand, and lets neither be injected.
-type Options struct{}
-
 // Sign reads the message once and returns one signature per key, in the
 // order of keys. Prepending the fields to the message, in any order, gives
 // the signed message. The message must have CRLF line ends (a bare CR or
 // LF is ErrMessage): it is what relays will carry, so it is what is signed.
-func Sign(msg io.Reader, keys []pki.DKIMKey, _ Options) ([]Signature, error) {
+// go-msgauth takes the t= tag from time.Now and its randomness from
+// crypto/rand; neither can be injected.
+func Sign(msg io.Reader, keys []pki.DKIMKey) ([]Signature, error) {
 	if err := CheckKeys(keys); err != nil {
 		return nil, err
 	}

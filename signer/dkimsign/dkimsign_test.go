@@ -64,7 +64,7 @@ func verify(t *testing.T, msg string, opts *dkim.VerifyOptions) []error {
 
 func signed(t *testing.T, msg string, keys []pki.DKIMKey) (string, []Signature) {
 	t.Helper()
-	sigs, err := Sign(strings.NewReader(msg), keys, Options{})
+	sigs, err := Sign(strings.NewReader(msg), keys)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,7 +195,7 @@ func TestKeys(t *testing.T) {
 	_, ed2, _ := ed25519.GenerateKey(rand.Reader)
 	test := func(name string, keys []pki.DKIMKey, want error) {
 		t.Helper()
-		_, err := Sign(strings.NewReader(message), keys, Options{})
+		_, err := Sign(strings.NewReader(message), keys)
 		if !errors.Is(err, want) {
 			t.Errorf("%s: %v, want %v", name, err, want)
 		}
@@ -206,17 +206,17 @@ func TestKeys(t *testing.T) {
 	test("no selector", []pki.DKIMKey{{Domain: "example.go.jp", Signer: rsaKey.Signer}}, ErrKey)
 	test("rsa alone", []pki.DKIMKey{rsaKey}, nil)
 	test("rotation: two of each", []pki.DKIMKey{rsaKey, edKey, {Domain: "example.go.jp", Selector: "new", Signer: ed2}}, nil)
-	if _, err := Sign(strings.NewReader("Subject: x\r\n\r\n"), keys, Options{}); !errors.Is(err, ErrMessage) {
+	if _, err := Sign(strings.NewReader("Subject: x\r\n\r\n"), keys); !errors.Is(err, ErrMessage) {
 		t.Errorf("no From: %v", err)
 	}
 	// fuzz b055ec39: no empty line after the header; verifiers need it.
-	if _, err := Sign(strings.NewReader("From: a@example.go.jp\r\n"), keys, Options{}); !errors.Is(err, ErrMessage) {
+	if _, err := Sign(strings.NewReader("From: a@example.go.jp\r\n"), keys); !errors.Is(err, ErrMessage) {
 		t.Errorf("no empty line: %v", err)
 	}
-	if _, err := Sign(strings.NewReader("From: a@example.go.jp\r\n\nbody\r\n"), keys, Options{}); !errors.Is(err, ErrMessage) {
+	if _, err := Sign(strings.NewReader("From: a@example.go.jp\r\n\nbody\r\n"), keys); !errors.Is(err, ErrMessage) {
 		t.Errorf("LF empty line: %v", err)
 	}
-	if _, err := Sign(strings.NewReader(" bad\r\n\r\n"), keys, Options{}); !errors.Is(err, ErrMessage) {
+	if _, err := Sign(strings.NewReader(" bad\r\n\r\n"), keys); !errors.Is(err, ErrMessage) {
 		t.Errorf("bad header: %v", err)
 	}
 }
@@ -246,7 +246,7 @@ func TestBodyHashMatchesMsgauth(t *testing.T) {
 		" leading\r\n\ttab\r\n", "   \r\n  \r\n", strings.Repeat("long line ", 2000) + "\r\n",
 	} {
 		msg := "From: a@example.go.jp\r\n\r\n" + body
-		sigs, err := Sign(strings.NewReader(msg), keys, Options{})
+		sigs, err := Sign(strings.NewReader(msg), keys)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -296,7 +296,7 @@ func TestBareLineEndsRefused(t *testing.T) {
 	t.Parallel()
 	keys := pkitest.DKIMKeys(t, "example.go.jp")
 	for _, body := range []string{"a\nb\r\n", "a\rb\r\n", "a\r"} {
-		if _, err := Sign(strings.NewReader("From: a@example.go.jp\r\n\r\n"+body), keys, Options{}); !errors.Is(err, ErrMessage) {
+		if _, err := Sign(strings.NewReader("From: a@example.go.jp\r\n\r\n"+body), keys); !errors.Is(err, ErrMessage) {
 			t.Errorf("body %q: %v", body, err)
 		}
 	}
@@ -308,7 +308,7 @@ func TestTimestamp(t *testing.T) {
 	t.Parallel()
 	keys := pkitest.DKIMKeys(t, "example.go.jp")
 	before := time.Now().Unix()
-	sigs, err := Sign(strings.NewReader(message), keys, Options{})
+	sigs, err := Sign(strings.NewReader(message), keys)
 	after := time.Now().Unix()
 	if err != nil {
 		t.Fatal(err)
@@ -339,7 +339,7 @@ func TestLongHeaderList(t *testing.T) {
 	t.Parallel()
 	keys := pkitest.DKIMKeys(t, "example.go.jp")
 	msg := "From: a@example.go.jp\r\n" + strings.Repeat("Resent-Message-ID: <1@example.go.jp>\r\n", 60) + "\r\nx\r\n"
-	if _, err := Sign(strings.NewReader(msg), keys, Options{}); !errors.Is(err, ErrMessage) {
+	if _, err := Sign(strings.NewReader(msg), keys); !errors.Is(err, ErrMessage) {
 		t.Errorf("60 Resent-Message-ID fields: %v, want ErrMessage", err)
 	}
 	msg = "From: a@example.go.jp\r\n" + strings.Repeat("Resent-Message-ID: <1@example.go.jp>\r\n", 20) + "\r\nx\r\n"

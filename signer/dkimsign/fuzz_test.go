@@ -20,7 +20,7 @@ func FuzzSign(f *testing.F) {
 	f.Add([]byte("From: a@example.go.jp\r\n\r\n \t x \r\n\r\n"))
 	f.Add([]byte("From: a@example.go.jp\r\nSubject: \r\n folded\r\n\r\n"))
 	f.Fuzz(func(t *testing.T, msg []byte) {
-		sigs, err := Sign(bytes.NewReader(msg), keys, Options{})
+		sigs, err := Sign(bytes.NewReader(msg), keys)
 		if err != nil {
 			if !errors.Is(err, ErrMessage) {
 				t.Fatalf("unexpected error: %v", err)
