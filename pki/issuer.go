@@ -17,6 +17,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kakuin/kakuin/govdomain"
@@ -118,7 +120,15 @@ type IssuerOptions struct {
 // issue once.
 type Issuer struct {
 	opts IssuerOptions
+	// verdicts remembers issued's answer per certificate: the Store asks
+	// on every message, and the answer needs an RSA verification.
+	verdicts  sync.Map // *x509.Certificate -> bool
+	nVerdicts atomic.Int64
 }
+
+// maxVerdicts bounds the verdicts cache; certificates replaced by reloads
+// and renewals are forgotten when it is cleared.
+const maxVerdicts = 4096
 
 // NewIssuer checks opts and returns an Issuer. Errors wrap ErrIssue.
 func NewIssuer(opts IssuerOptions) (*Issuer, error) {
@@ -277,11 +287,22 @@ func (i *Issuer) NeedsRenewal(c *x509.Certificate, now time.Time) bool {
 	return float64(left) < float64(total)*i.opts.RenewFraction
 }
 
+// issued reports whether c was signed by this issuer's CA. Certificates
+// are immutable once parsed, so the answer is kept per certificate.
 func (i *Issuer) issued(c *x509.Certificate) bool {
+	if v, ok := i.verdicts.Load(c); ok {
+		return v.(bool)
+	}
 	ca := i.opts.CACert
-	return bytes.Equal(c.RawIssuer, ca.RawSubject) &&
+	ok := bytes.Equal(c.RawIssuer, ca.RawSubject) &&
 		(len(ca.SubjectKeyId) == 0 || bytes.Equal(c.AuthorityKeyId, ca.SubjectKeyId)) &&
 		c.CheckSignatureFrom(ca) == nil
+	if i.nVerdicts.Add(1) > maxVerdicts {
+		i.verdicts.Clear()
+		i.nVerdicts.Store(1)
+	}
+	i.verdicts.Store(c, ok)
+	return ok
 }
 
 // canonicalIssueAddr checks an address to put into a certificate: an
