@@ -19,6 +19,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -58,10 +59,15 @@ func BenchmarkGatewayLoad(b *testing.B) {
 	if out, err := exec.Command(bin, "pki", "init", "--dir", pkiDir, "--domain", "example.go.jp").CombinedOutput(); err != nil {
 		b.Fatalf("pki init: %v\n%s", err, out)
 	}
-	sink := smtptest.New(b, smtptest.Options{STARTTLS: true, Discard: true})
+	// KAKUIN_BENCH_TLS=0 runs both legs in plaintext, which takes the
+	// load generator's and the sink's TLS off the same cores.
+	useTLS := os.Getenv("KAKUIN_BENCH_TLS") != "0"
+	sink := smtptest.New(b, smtptest.Options{STARTTLS: useTLS, Discard: true})
 	upCA := filepath.Join(dir, "upstream-ca.pem")
-	if err := os.WriteFile(upCA, sink.RootPEM(), 0o644); err != nil {
-		b.Fatal(err)
+	if useTLS {
+		if err := os.WriteFile(upCA, sink.RootPEM(), 0o644); err != nil {
+			b.Fatal(err)
+		}
 	}
 	addr := freePort(b)
 	cmd := exec.Command(bin, "gateway")
@@ -71,12 +77,16 @@ func BenchmarkGatewayLoad(b *testing.B) {
 		"KAKUIN_METRICS_LISTEN=off",
 		"KAKUIN_CLIENT_NETWORKS=127.0.0.0/8",
 		"KAKUIN_UPSTREAM=smtp://"+sink.Addr,
-		"KAKUIN_UPSTREAM_CA="+upCA,
 		"KAKUIN_UPSTREAM_POOL=128",
 		"KAKUIN_MAX_SESSIONS=256",
 		"KAKUIN_RATE_PER_MINUTE=100000000",
 		"KAKUIN_MAX_MESSAGE_BYTES=8388608",
 	)
+	if useTLS {
+		cmd.Env = append(cmd.Env, "KAKUIN_UPSTREAM_CA="+upCA)
+	} else {
+		cmd.Env = append(cmd.Env, "KAKUIN_UPSTREAM_PLAINTEXT=true")
+	}
 	var logs bytes.Buffer
 	cmd.Stderr = &limitedBuffer{b: &logs, max: 1 << 20}
 	if err := cmd.Start(); err != nil {
@@ -98,6 +108,9 @@ func BenchmarkGatewayLoad(b *testing.B) {
 		b.Fatal(err)
 	}
 	tlsCfg := &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"}
+	if !useTLS {
+		tlsCfg = nil
+	}
 
 	// Warm up: the first message issues the sender's certificate.
 	if _, err := load(addr, tlsCfg, 1, 1, 4<<10); err != nil {
@@ -141,9 +154,11 @@ func BenchmarkGatewayLoad(b *testing.B) {
 				}
 			}()
 			before := sink.Count()
+			gwCPU0, selfCPU0 := procCPU(cmd.Process.Pid), selfCPU()
 			start := time.Now()
 			lat, err := load(addr, tlsCfg, sc.sessions, per, sc.size)
 			elapsed := time.Since(start)
+			gwCPU, selfCPUd := procCPU(cmd.Process.Pid)-gwCPU0, selfCPU()-selfCPU0
 			close(stop)
 			wg.Wait()
 			if err != nil {
@@ -160,6 +175,10 @@ func BenchmarkGatewayLoad(b *testing.B) {
 			b.ReportMetric(float64(p50.Microseconds())/1000, "p50-ms")
 			b.ReportMetric(float64(p99.Microseconds())/1000, "p99-ms")
 			b.ReportMetric(over, "peakMB-over-idle")
+			gwMs := float64(gwCPU.Microseconds()) / 1000 / float64(len(lat))
+			selfMs := float64(selfCPUd.Microseconds()) / 1000 / float64(len(lat))
+			b.ReportMetric(gwMs, "gateway-cpu-ms/msg")
+			b.ReportMetric(selfMs, "loadgen+sink-cpu-ms/msg")
 			verdict := "below goal"
 			if rate >= goal {
 				verdict = "meets goal"
@@ -167,6 +186,8 @@ func BenchmarkGatewayLoad(b *testing.B) {
 			fmt.Printf("%-16s %5d msgs in %6.2fs: %7.1f msgs/s (%s %.0f), p50 %7.1f ms, p99 %7.1f ms, gateway RSS idle %.0f MB, peak +%.0f MB\n",
 				sc.name, len(lat), elapsed.Seconds(), rate, verdict, goal,
 				float64(p50.Microseconds())/1000, float64(p99.Microseconds())/1000, float64(idle)/(1<<20), over)
+			fmt.Printf("%-16s CPU per message: gateway %.2f ms (two RSA signatures = %.2f ms), load generator + sink %.2f ms\n",
+				sc.name, gwMs, 2*float64(runtime.NumCPU())*1000/r, selfMs)
 		})
 	}
 }
@@ -183,7 +204,13 @@ func load(addr string, tlsCfg *tls.Config, sessions, perSession, size int) ([]ti
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c, err := smtp.DialStartTLS(addr, tlsCfg)
+			var c *smtp.Client
+			var err error
+			if tlsCfg != nil {
+				c, err = smtp.DialStartTLS(addr, tlsCfg)
+			} else {
+				c, err = smtp.Dial(addr)
+			}
 			if err != nil {
 				errs <- err
 				return
@@ -247,6 +274,32 @@ func rsaPerSecond(b *testing.B, d time.Duration) float64 {
 	}
 	wg.Wait()
 	return float64(n.Load()) / time.Since(start).Seconds()
+}
+
+// procCPU is the user+system CPU time a process has used, from
+// /proc/PID/stat (fields 14 and 15, in clock ticks of 1/100 s on Linux).
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The command name (field 2) may hold spaces: count from the ')'.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond
+}
+
+// selfCPU is this process's user+system CPU time.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // rss is the resident set size of a process, from /proc.
