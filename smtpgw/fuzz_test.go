@@ -29,6 +29,24 @@ func FuzzChecker(f *testing.F) {
 		if !errors.Is(errParts, errWhole) || (errWhole == nil) != (errParts == nil) {
 			t.Fatalf("whole: %v, in parts of %d: %v", errWhole, step, errParts)
 		}
+		// Against the byte-wise definition, with these limits and with
+		// small ones that the size limit reaches too.
+		for _, lim := range []struct {
+			size, header int64
+			line         int
+		}{{1 << 20, 200, 100}, {int64(split) + 40, 60, 30}} {
+			ref := &refChecker{maxSize: lim.size, maxLine: lim.line, maxHeader: lim.header}
+			fast := &checker{maxSize: lim.size, maxLine: lim.line, maxHeader: lim.header}
+			for i := 0; i < len(msg); i += step {
+				ref.Write(msg[i:min(i+step, len(msg))])
+				fast.Write(msg[i:min(i+step, len(msg))])
+			}
+			errRef, errFast := ref.end(), fast.end()
+			if errRef != errFast || errRef == nil && ref.headerLen != fast.headerLen {
+				t.Fatalf("limits %+v, parts of %d: byte-wise definition: %v (header %d), checker: %v (header %d)",
+					lim, step, errRef, ref.headerLen, errFast, fast.headerLen)
+			}
+		}
 		if errWhole == nil {
 			if whole.headerLen != parts.headerLen {
 				t.Fatalf("header length %d vs %d", whole.headerLen, parts.headerLen)
@@ -114,4 +132,99 @@ func FuzzParseCredentials(f *testing.F) {
 			}
 		}
 	})
+}
+
+// refChecker is checker's definition, one byte at a time: the first
+// violation in byte order wins.
+type refChecker struct {
+	maxSize   int64
+	maxLine   int
+	maxHeader int64
+
+	n          int64
+	lineLen    int
+	prev       byte
+	headerLen  int64
+	headerDone bool
+	err        error
+}
+
+func (c *refChecker) Write(p []byte) {
+	if c.err != nil {
+		return
+	}
+	for i, b := range p {
+		switch {
+		case b == '\n' && c.prev != '\r':
+			c.err = ErrBareLineEnd
+		case c.prev == '\r' && b != '\n':
+			c.err = ErrBareLineEnd
+		case b == '\n':
+			if !c.headerDone && c.lineLen == 0 {
+				c.headerDone, c.headerLen = true, c.n+int64(i)+1
+				if c.headerLen > c.maxHeader {
+					c.err = ErrHeaderTooBig
+				}
+			}
+			c.lineLen = 0
+		case b != '\r':
+			c.lineLen++
+			if c.lineLen > c.maxLine {
+				c.err = ErrLineTooLong
+			}
+		}
+		c.prev = b
+		switch seen := c.n + int64(i) + 1; {
+		case c.err != nil:
+		case !c.headerDone && seen > c.maxHeader:
+			c.err = ErrHeaderTooBig
+		case seen > c.maxSize:
+			c.err = ErrTooBig
+		}
+		if c.err != nil {
+			break
+		}
+	}
+	c.n += int64(len(p))
+}
+
+func (c *refChecker) end() error {
+	if c.err == nil && c.prev == '\r' {
+		c.err = ErrBareLineEnd
+	}
+	if c.err == nil && !c.headerDone {
+		c.headerLen = c.n
+	}
+	return c.err
+}
+
+// BenchmarkChecker: the checker against its byte-wise definition on a
+// 1 MB message in 32 KB writes (what io.Copy hands it).
+func BenchmarkChecker(b *testing.B) {
+	msg := []byte("From: a@example.go.jp\r\nSubject: x\r\n\r\n" +
+		strings.Repeat(strings.Repeat("The quick brown fox jumps over the lazy dog. ", 2)[:76]+"\r\n", 1<<20/78))
+	for _, name := range []string{"vectorised", "byte-wise"} {
+		b.Run(name, func(b *testing.B) {
+			b.SetBytes(int64(len(msg)))
+			for b.Loop() {
+				var err error
+				if name == "vectorised" {
+					c := &checker{maxSize: 1 << 30, maxLine: 998, maxHeader: 1 << 20}
+					for p := msg; len(p) > 0; p = p[min(len(p), 32<<10):] {
+						c.Write(p[:min(len(p), 32<<10)])
+					}
+					err = c.end()
+				} else {
+					c := &refChecker{maxSize: 1 << 30, maxLine: 998, maxHeader: 1 << 20}
+					for p := msg; len(p) > 0; p = p[min(len(p), 32<<10):] {
+						c.Write(p[:min(len(p), 32<<10)])
+					}
+					err = c.end()
+				}
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }

@@ -31,40 +31,84 @@ func (c *checker) Write(p []byte) (int, error) {
 	if c.err != nil {
 		return len(p), nil
 	}
-	for i, b := range p {
-		switch {
-		case b == '\n' && c.prev != '\r':
-			c.err = ErrBareLineEnd
-		case c.prev == '\r' && b != '\n':
-			c.err = ErrBareLineEnd
-		case b == '\n':
-			if !c.headerDone && c.lineLen == 0 {
-				// RFC 5322 2.1: the empty line ends the header section.
-				c.headerDone, c.headerLen = true, c.n+int64(i)+1
-				if c.headerLen > c.maxHeader {
-					c.err = ErrHeaderTooBig
-				}
-			}
-			c.lineLen = 0
-		case b != '\r':
-			c.lineLen++
-			if c.lineLen > c.maxLine {
-				c.err = ErrLineTooLong
-			}
-		}
-		c.prev = b
-		if c.err != nil {
+	// Line by line with IndexByte, which is vectorised: this runs over
+	// every byte of every message. The first violation in byte order is
+	// the one kept; FuzzChecker holds this to refChecker, the byte-wise
+	// definition, on any input split any way.
+	rest := p
+	for c.err == nil && len(rest) > 0 {
+		off := len(p) - len(rest)
+		if c.prev == '\r' && rest[0] != '\n' {
+			c.fail(p, off, ErrBareLineEnd) // a CR not followed by LF
 			break
 		}
+		k := bytes.IndexByte(rest, '\n')
+		seg := rest // this chunk's part of the current line, before its LF
+		if k >= 0 {
+			seg = rest[:k]
+		}
+		// The only CR a line may hold is its last byte, before the LF.
+		content := len(seg)
+		if i := bytes.IndexByte(seg, '\r'); i >= 0 {
+			if i != len(seg)-1 {
+				if over := c.maxLine - c.lineLen; over < i {
+					c.fail(p, off+over, ErrLineTooLong) // before the bare CR
+				} else {
+					c.fail(p, off+i+1, ErrBareLineEnd) // seen at the byte after it
+				}
+				break
+			}
+			content = i
+		}
+		if over := c.maxLine - c.lineLen; content > over {
+			c.fail(p, off+over, ErrLineTooLong)
+			break
+		}
+		c.lineLen += content
+		if k < 0 {
+			if len(seg) > 0 {
+				c.prev = seg[len(seg)-1]
+			}
+			break
+		}
+		if content == len(seg) && (len(seg) > 0 || c.prev != '\r') {
+			c.fail(p, off+k, ErrBareLineEnd) // an LF without its CR
+			break
+		}
+		if !c.headerDone && c.lineLen == 0 {
+			// RFC 5322 2.1: the empty line ends the header section.
+			if c.headerLen = c.n + int64(off+k+1); c.headerLen > c.maxHeader {
+				c.fail(p, off+k, ErrHeaderTooBig)
+				break
+			}
+			c.headerDone = true
+		}
+		c.lineLen, c.prev = 0, '\n'
+		rest = rest[k+1:]
+	}
+	if c.err == nil {
+		c.fail(p, len(p), nil)
 	}
 	c.n += int64(len(p))
-	if c.err == nil && c.n > c.maxSize {
-		c.err = ErrTooBig
-	}
-	if c.err == nil && !c.headerDone && c.n > c.maxHeader {
-		c.err = ErrHeaderTooBig
-	}
 	return len(p), nil
+}
+
+// fail records err, found at index at of p, unless the header or the
+// message grew over its limit at an earlier byte of p (the limit checks
+// come after the line checks at the same byte). With err nil it records
+// only those.
+func (c *checker) fail(p []byte, at int, err error) {
+	hdr := c.maxHeader - c.n // index in p of the first byte over the header limit
+	size := c.maxSize - c.n  // and over the size limit
+	inHdr := !c.headerDone && hdr < int64(at)
+	switch {
+	case inHdr && hdr <= size:
+		c.err = ErrHeaderTooBig
+	case size < int64(at):
+		c.err = ErrTooBig
+	default:
+		c.err = err
+	}
 }
 
 // end checks the end of the message.
