@@ -33,6 +33,7 @@ type smtpUpstream struct {
 // conn is one upstream SMTP connection.
 type conn struct {
 	raw       net.Conn // the TCP connection under any TLS
+	wire      *wire    // what c writes to, over any TLS
 	c         *smtp.Client
 	utf8      bool
 	idleSince time.Time
@@ -104,7 +105,8 @@ func (u *smtpUpstream) dial(ctx context.Context) (*conn, error) {
 		}
 		nc = tc
 	}
-	c := smtp.NewClient(nc)
+	wc := &wire{Conn: nc}
+	c := smtp.NewClient(wc)
 	c.CommandTimeout = u.opts.DialTimeout
 	c.SubmissionTimeout = u.opts.DataTimeout
 	if err := c.Hello(u.opts.Hostname); err != nil {
@@ -119,7 +121,7 @@ func (u *smtpUpstream) dial(ctx context.Context) (*conn, error) {
 	c.CommandTimeout = u.opts.CommandTimeout
 	raw.SetDeadline(time.Time{})
 	utf8, _ := c.Extension("SMTPUTF8")
-	return &conn{raw: raw, c: c, utf8: utf8}, nil
+	return &conn{raw: raw, wire: wc, c: c, utf8: utf8}, nil
 }
 
 // startTLS runs the plaintext part of the session (greeting, EHLO,
@@ -340,8 +342,13 @@ func (t *smtpTxn) Rcpt(ctx context.Context, to string) error {
 	return t.do(ctx, func() error { return t.c.c.Rcpt(to, nil) })
 }
 
+// bodyWriters are the buffers the content of DATA goes through.
+var bodyWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 32<<10) }}
+
 // Data implements Txn. The message is written with dot-stuffing and CRLF
 // line ends (RFC 5321 4.5.2), so one DATA carries exactly one message.
+// The content goes through stuffer, beneath smtp.Client (whose writer
+// goes a byte at a time); smtp.Client ends it and reads the reply.
 func (t *smtpTxn) Data(ctx context.Context, r io.Reader) (string, error) {
 	var text string
 	err := t.do(ctx, func() error {
@@ -351,9 +358,19 @@ func (t *smtpTxn) Data(ctx context.Context, r io.Reader) (string, error) {
 		}
 		// smtp.Client sets no deadline while the body is written.
 		t.c.raw.SetDeadline(time.Now().Add(t.u.opts.DataTimeout))
-		if _, err := io.Copy(w, r); err != nil {
+		bw := bodyWriters.Get().(*bufio.Writer)
+		bw.Reset(t.c.wire.Conn)
+		st := newStuffer(bw)
+		_, err = io.Copy(st, r)
+		if err == nil {
+			err = bw.Flush()
+		}
+		bw.Reset(nil)
+		bodyWriters.Put(bw)
+		if err != nil {
 			return err
 		}
+		t.c.wire.swallow = st.ending()
 		resp, err := w.CloseWithResponse()
 		if err != nil {
 			return err
