@@ -197,14 +197,14 @@ func Sign(msg io.Reader, keys []pki.DKIMKey) ([]Signature, error) {
 		signers[i], writers[i] = s, s
 	}
 
-	// One pass: every signer gets each piece as it goes by.
+	// One pass: every signer gets each piece as it goes by. Each write
+	// is a hand-off to each signer's goroutine, so the header goes in one.
 	w := &crlfWriter{w: io.MultiWriter(writers...)}
+	head := make([]byte, 0, headerLen+2)
 	for _, f := range h {
-		if _, err := w.Write(f.Raw); err != nil {
-			return nil, readError(err)
-		}
+		head = append(head, f.Raw...)
 	}
-	if _, err := io.WriteString(w, "\r\n"); err != nil {
+	if _, err := w.Write(append(head, "\r\n"...)); err != nil {
 		return nil, readError(err)
 	}
 	if _, err := br.WriteTo(w); err != nil {
