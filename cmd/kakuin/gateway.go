@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -41,7 +42,7 @@ type gatewayConfig struct {
 	Credentials    string   `env:"CREDENTIALS" help:"SMTP AUTH accounts, NAME:BCRYPT-HASH per line, not accessible to others (default none: AUTH off)"`
 	SenderPolicy   string   `env:"SENDER_POLICY" help:"per-client sender domains file (see README; default: every authorised client may use every domain under the suffixes)"`
 	ClientCA       string   `env:"CLIENT_CA" help:"PEM CA certificates that verify TLS client certificates; a verified client may relay (default none)"`
-	SMTPUTF8       bool     `env:"SMTPUTF8" envDefault:"false" help:"advertise SMTPUTF8 (refused with 553 5.6.7 when the upstream lacks it)"`
+	SMTPUTF8       string   `env:"SMTPUTF8" envDefault:"auto" help:"advertise SMTPUTF8: auto (if the upstream offers it when the gateway starts), true or false"`
 
 	Upstream           string        `env:"UPSTREAM" envDefault:"maildir:var/outbox" help:"next hop: smtp://host:port (STARTTLS required), smtps://host:port, or maildir:PATH"`
 	UpstreamCA         string        `env:"UPSTREAM_CA" help:"PEM roots that verify the upstream's certificate (default the system roots)"`
@@ -107,6 +108,38 @@ func runGateway(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	return serveGateway(ctx, &cfg, log, hup, nil)
 }
 
+// smtputf8Probe bounds the start-up question to the upstream.
+const smtputf8Probe = 15 * time.Second
+
+// smtputf8 decides whether the gateway advertises SMTPUTF8 (RFC 6531).
+// auto: if the upstream offers it when the gateway starts (an SMTPUTF8
+// transaction is relayed only with SMTPUTF8, RFC 6531 3.4, so advertising
+// it to an upstream without it would only turn mail away later, with
+// 553 5.6.7). An upstream that cannot be asked at start is taken not to
+// offer it; the answer holds until the gateway restarts.
+func (c *gatewayConfig) smtputf8(ctx context.Context, up relay.Upstream, log *slog.Logger) (bool, error) {
+	if !strings.EqualFold(c.SMTPUTF8, "auto") {
+		on, err := strconv.ParseBool(c.SMTPUTF8)
+		if err != nil {
+			return false, fmt.Errorf("KAKUIN_SMTPUTF8=%q: want auto, true or false", c.SMTPUTF8)
+		}
+		return on, nil
+	}
+	p, ok := up.(relay.UTF8Prober)
+	if !ok {
+		return false, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, smtputf8Probe)
+	defer cancel()
+	on, err := p.SupportsSMTPUTF8(ctx)
+	if err != nil {
+		log.Warn("kakuin gateway: SMTPUTF8 not advertised: the upstream could not be asked (KAKUIN_SMTPUTF8=auto decides at start)", "error", oneLine(err))
+		return false, nil
+	}
+	log.Info("kakuin gateway: SMTPUTF8", "advertised", on, "reason", "KAKUIN_SMTPUTF8=auto: the upstream's EHLO")
+	return on, nil
+}
+
 // serveGateway runs the gateway until ctx ends (then shuts down
 // gracefully), reloading on each value from hup. ready, if set, gets the
 // SMTP and metrics addresses once listening.
@@ -125,6 +158,10 @@ func serveGateway(ctx context.Context, cfg *gatewayConfig, log *slog.Logger, hup
 		return fail(exitUsage, "upstream", err)
 	}
 	defer up.Close()
+	utf8, err := cfg.smtputf8(ctx, up, log)
+	if err != nil {
+		return fail(exitUsage, "configuration", err)
+	}
 	hostname := cfg.Sign.Hostname
 	if hostname == "" {
 		hostname, _ = os.Hostname()
@@ -133,7 +170,7 @@ func serveGateway(ctx context.Context, cfg *gatewayConfig, log *slog.Logger, hup
 		Config:   *dyn,
 		Upstream: up,
 		Hostname: hostname,
-		SMTPUTF8: cfg.SMTPUTF8,
+		SMTPUTF8: utf8,
 		Logger:   log,
 		Limits: smtpgw.Limits{
 			MaxMessageBytes:        cfg.MaxMessageBytes,

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +19,8 @@ import (
 
 	"github.com/kakuin/kakuin/pki"
 	"github.com/kakuin/kakuin/smtpgw"
+	"github.com/kakuin/kakuin/smtpgw/relay"
+	"github.com/kakuin/kakuin/smtpgw/smtptest"
 )
 
 // TestGatewayCommand runs `kakuin gateway` as configured from the
@@ -82,6 +85,10 @@ func TestGatewayCommand(t *testing.T) {
 			return err
 		}
 		defer c.Close()
+		// KAKUIN_SMTPUTF8 is auto by default, and a Maildir takes it.
+		if ok, _ := c.Extension("SMTPUTF8"); !ok {
+			t.Error("SMTPUTF8 not advertised in front of a Maildir")
+		}
 		msg := "From: " + from + "\r\nTo: citizen@example.com\r\nSubject: gateway command test\r\n\r\nHello.\r\n"
 		return c.SendMail(from, []string{"citizen@example.com"}, strings.NewReader(msg))
 	}
@@ -189,5 +196,60 @@ func TestGatewayHashPassword(t *testing.T) {
 	}
 	if code := run([]string{"gateway", "hash-password", "x"}, strings.NewReader("short\n"), &out, &errb); code != exitUsage {
 		t.Fatalf("short password: exit %d", code)
+	}
+}
+
+// TestSMTPUTF8Setting: KAKUIN_SMTPUTF8=auto advertises SMTPUTF8 exactly
+// when the upstream offers it at start (an upstream that cannot be asked
+// does not, with a warning); true and false are taken as said; anything
+// else is a configuration error.
+func TestSMTPUTF8Setting(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	opts := relay.Options{Hostname: "gw.example.go.jp", DialTimeout: 2 * time.Second}
+	newUp := func(url string, o relay.Options) relay.Upstream {
+		up, err := relay.New(url, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { up.Close() })
+		return up
+	}
+	with := smtptest.New(t, smtptest.Options{SMTPUTF8: true})
+	without := smtptest.New(t, smtptest.Options{})
+	plain := opts
+	plain.InsecurePlaintext = true
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close()
+	for _, tc := range []struct {
+		setting string
+		up      relay.Upstream
+		want    bool
+		warn    bool
+	}{
+		{"auto", newUp("maildir:"+t.TempDir(), opts), true, false},
+		{"auto", newUp("smtp://"+with.Addr, plain), true, false},
+		{"auto", newUp("smtp://"+without.Addr, plain), false, false},
+		{"AUTO", newUp("smtp://"+dead, plain), false, true},
+		{"true", newUp("smtp://"+without.Addr, plain), true, false},
+		{"false", newUp("maildir:"+t.TempDir(), opts), false, false},
+	} {
+		var logs syncWriter
+		cfg := gatewayConfig{SMTPUTF8: tc.setting}
+		got, err := cfg.smtputf8(ctx, tc.up, slog.New(slog.NewJSONHandler(&logs, nil)))
+		if err != nil || got != tc.want {
+			t.Errorf("%s: got %v, %v; want %v", tc.setting, got, err, tc.want)
+		}
+		if warned := strings.Contains(logs.String(), `"level":"WARN"`); warned != tc.warn {
+			t.Errorf("%s: warning logged %v, want %v:\n%s", tc.setting, warned, tc.warn, logs.String())
+		}
+	}
+	cfg := gatewayConfig{SMTPUTF8: "sometimes"}
+	if _, err := cfg.smtputf8(ctx, newUp("maildir:"+t.TempDir(), opts), slog.Default()); err == nil || !strings.Contains(err.Error(), "KAKUIN_SMTPUTF8") {
+		t.Fatalf("bad setting: %v", err)
 	}
 }

@@ -53,6 +53,10 @@ func (m *maildirUpstream) Ping(ctx context.Context) error {
 
 func (m *maildirUpstream) Close() error { return nil }
 
+// SupportsSMTPUTF8 implements UTF8Prober: a Maildir file holds any octets
+// (RFC 6532 header fields included).
+func (m *maildirUpstream) SupportsSMTPUTF8(context.Context) (bool, error) { return true, nil }
+
 type maildirTxn struct {
 	m    *maildirUpstream
 	from string

@@ -65,6 +65,13 @@ type Upstream interface {
 	Close() error
 }
 
+// UTF8Prober is implemented by upstreams that can say whether they take
+// SMTPUTF8 transactions (RFC 6531): an SMTP upstream by its EHLO reply, a
+// Maildir always (it stores the octets as they are).
+type UTF8Prober interface {
+	SupportsSMTPUTF8(ctx context.Context) (bool, error)
+}
+
 // Txn is one mail transaction upstream. It is used by one goroutine.
 type Txn interface {
 	// Rcpt forwards one recipient and returns the upstream's reply as an

@@ -347,3 +347,51 @@ func clientCert(t *testing.T) (tls.Certificate, *x509.CertPool) {
 	pool.AddCert(c)
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: c}, pool
 }
+
+// TestSupportsSMTPUTF8: the probe reads the upstream's EHLO, keeps the
+// connection for the next transaction, and fails when nobody answers; a
+// Maildir always takes SMTPUTF8.
+func TestSupportsSMTPUTF8(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	for _, offers := range []bool{true, false} {
+		srv := smtptest.New(t, smtptest.Options{STARTTLS: true, SMTPUTF8: offers})
+		u := upstream(t, srv, nil)
+		p, ok := u.(relay.UTF8Prober)
+		if !ok {
+			t.Fatal("smtp upstream is not a UTF8Prober")
+		}
+		got, err := p.SupportsSMTPUTF8(ctx)
+		if err != nil || got != offers {
+			t.Fatalf("upstream offering SMTPUTF8=%v: got %v, %v", offers, got, err)
+		}
+		if _, err := send(ctx, u, "a@example.go.jp", []string{"b@example.com"}, body); err != nil {
+			t.Fatal(err)
+		}
+		if n := srv.Connections(); n != 1 {
+			t.Fatalf("%d connections: the probe's was not reused", n)
+		}
+	}
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	dead, err := relay.New("smtp://"+addr, relay.Options{DialTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dead.(relay.UTF8Prober).SupportsSMTPUTF8(ctx); !errors.Is(err, relay.ErrConnect) {
+		t.Fatalf("nobody listening: %v", err)
+	}
+
+	m, err := relay.New("maildir:"+t.TempDir(), relay.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := m.(relay.UTF8Prober).SupportsSMTPUTF8(ctx); !got || err != nil {
+		t.Fatalf("maildir: %v, %v", got, err)
+	}
+}

@@ -280,6 +280,21 @@ func (u *smtpUpstream) Ping(ctx context.Context) error {
 	return nil
 }
 
+// SupportsSMTPUTF8 implements UTF8Prober: whether the EHLO reply of an
+// idle connection, or of a new one (kept for reuse), offers SMTPUTF8.
+func (u *smtpUpstream) SupportsSMTPUTF8(ctx context.Context) (bool, error) {
+	c := u.get()
+	if c == nil {
+		var err error
+		if c, err = u.dial(ctx); err != nil {
+			return false, err
+		}
+	}
+	utf8 := c.utf8
+	u.put(c)
+	return utf8, nil
+}
+
 // Close implements Upstream.
 func (u *smtpUpstream) Close() error {
 	u.mu.Lock()
