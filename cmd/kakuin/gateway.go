@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -100,12 +101,33 @@ func runGateway(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, nil))
+	gcDefault(os.LookupEnv)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	return serveGateway(ctx, &cfg, log, hup, nil)
+}
+
+// gatewayGOGC is the gateway's garbage-collection target unless GOGC is
+// set. Its garbage is short-lived (a few times each message, gone once
+// the message is relayed) and its live heap small, so with the runtime's
+// default of 100 it collects every few messages; in BenchmarkGatewayLoad
+// (4 KB, 20 sessions) collection took about 8 % of the gateway's CPU at
+// 100 and under 2 % at 400, for about 20 MB more at 100 sessions.
+// GOMEMLIMIT bounds the heap where memory is bounded (the Kubernetes and
+// systemd examples set it).
+const gatewayGOGC = 400
+
+// gcDefault sets the gateway's GC target unless the environment (lookup)
+// sets GOGC, which the runtime has then applied already.
+func gcDefault(lookup func(string) (string, bool)) (percent int, set bool) {
+	if _, ok := lookup("GOGC"); ok {
+		return 0, false
+	}
+	debug.SetGCPercent(gatewayGOGC)
+	return gatewayGOGC, true
 }
 
 // smtputf8Probe bounds the start-up question to the upstream.

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"testing"
@@ -251,5 +252,24 @@ func TestSMTPUTF8Setting(t *testing.T) {
 	cfg := gatewayConfig{SMTPUTF8: "sometimes"}
 	if _, err := cfg.smtputf8(ctx, newUp("maildir:"+t.TempDir(), opts), slog.Default()); err == nil || !strings.Contains(err.Error(), "KAKUIN_SMTPUTF8") {
 		t.Fatalf("bad setting: %v", err)
+	}
+}
+
+// TestGCDefault: the gateway collects at GOGC=400 unless GOGC is set in
+// its environment, which is then left to the runtime.
+func TestGCDefault(t *testing.T) {
+	prev := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(prev)
+	if _, set := gcDefault(func(string) (string, bool) { return "50", true }); set {
+		t.Fatal("GOGC in the environment overridden")
+	}
+	if got := debug.SetGCPercent(100); got != 100 {
+		t.Fatalf("GOGC in the environment: GC percent changed to %d", got)
+	}
+	if p, set := gcDefault(func(string) (string, bool) { return "", false }); !set || p != gatewayGOGC {
+		t.Fatalf("no GOGC: %d, %v", p, set)
+	}
+	if got := debug.SetGCPercent(100); got != gatewayGOGC {
+		t.Fatalf("no GOGC: GC percent %d, want %d", got, gatewayGOGC)
 	}
 }
