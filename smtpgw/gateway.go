@@ -24,6 +24,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -171,6 +172,13 @@ type Options struct {
 	// envelope address without the parameter gets 553 5.6.7, and
 	// non-ASCII header octets without it 554 5.6.9 (RFC 6531 3.4).
 	SMTPUTF8 bool
+	// SignConcurrency is how many messages are signed at once; the
+	// others wait their turn (within Limits.SignTimeout) while their
+	// sessions go on reading and relaying. Signing is CPU work, two RSA
+	// signatures a message: more at once than there are cores only adds
+	// preemption, cache misses and messages held in memory. If zero,
+	// runtime.GOMAXPROCS(0).
+	SignConcurrency int
 	// SpoolMemory is how much of a message is held in memory before it
 	// spills to a temporary file (unlinked at once). If zero, 1 MiB.
 	SpoolMemory int
@@ -200,6 +208,7 @@ type Gateway struct {
 	gather  prometheus.Gatherer
 	rate    *rateLimiter
 	sem     chan struct{}
+	signing chan struct{} // one token per message being signed
 	hasTLS  bool
 	baseCtx context.Context
 	cancel  context.CancelFunc
@@ -230,6 +239,9 @@ func New(opts Options) (*Gateway, error) {
 		}
 		opts.Hostname = h
 	}
+	if opts.SignConcurrency <= 0 {
+		opts.SignConcurrency = runtime.GOMAXPROCS(0)
+	}
 	if opts.SpoolMemory == 0 {
 		opts.SpoolMemory = 1 << 20
 	}
@@ -250,6 +262,7 @@ func New(opts Options) (*Gateway, error) {
 	g.m, g.gather = newMetrics(reg), gather
 	g.rate = newRateLimiter(opts.Limits.MessagesPerMinute, opts.Limits.RateBurst, opts.Now)
 	g.sem = make(chan struct{}, opts.Limits.MaxSessions)
+	g.signing = make(chan struct{}, opts.SignConcurrency)
 	g.baseCtx, g.cancel = context.WithCancel(context.Background())
 	cfg := opts.Config
 	g.cfg.Store(&cfg)

@@ -1,7 +1,9 @@
 package smtpgw
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"net"
 	"strings"
 	"sync"
@@ -10,6 +12,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/kakuin/kakuin/signer"
 	"github.com/kakuin/kakuin/smtpgw/smtptest"
 )
 
@@ -336,4 +339,100 @@ func TestLimits(t *testing.T) {
 			t.Fatalf("upstream has %d messages", n)
 		}
 	})
+}
+
+// slowSealer signs with the test signer after a pause, and records how
+// many signings overlap.
+type slowSealer struct {
+	Sealer
+	pause     time.Duration
+	mu        sync.Mutex
+	now, peak int
+}
+
+func (s *slowSealer) Sign(ctx context.Context, dst io.Writer, src io.Reader) (signer.Result, error) {
+	s.mu.Lock()
+	s.now++
+	s.peak = max(s.peak, s.now)
+	s.mu.Unlock()
+	defer func() { s.mu.Lock(); s.now--; s.mu.Unlock() }()
+	select {
+	case <-time.After(s.pause):
+	case <-ctx.Done():
+		return signer.Result{}, ctx.Err()
+	}
+	return s.Sealer.Sign(ctx, dst, src)
+}
+
+// TestSignConcurrency: no more messages are signed at once than
+// SignConcurrency; the others wait their turn and go through. One that
+// waits past the sign timeout gets 451 4.3.0 and nothing goes upstream.
+func TestSignConcurrency(t *testing.T) {
+	t.Parallel()
+	var slow *slowSealer
+	e := newEnv(t, func(o *Options) {
+		slow = &slowSealer{Sealer: o.Sealer, pause: 100 * time.Millisecond}
+		o.Sealer = slow
+		o.SignConcurrency = 2
+	})
+	var wg sync.WaitGroup
+	codes := make(chan int, 6)
+	for range 6 {
+		c := e.dial()
+		c.expect(250, "EHLO client.example.go.jp")
+		wg.Go(func() {
+			code, _ := c.send("taro@example.go.jp", []string{"citizen@example.com"}, message("taro@example.go.jp"))
+			codes <- code
+		})
+	}
+	wg.Wait()
+	close(codes)
+	for code := range codes {
+		if code != 250 {
+			t.Fatalf("DATA: %d", code)
+		}
+	}
+	if slow.peak != 2 || e.up.Count() != 6 {
+		t.Fatalf("%d signings at once (want 2), %d messages upstream (want 6)", slow.peak, e.up.Count())
+	}
+
+	// One turn, held for 2 s; the sign timeout is 300 ms.
+	var held *slowSealer
+	e2 := newEnv(t, func(o *Options) {
+		held = &slowSealer{Sealer: o.Sealer, pause: 2 * time.Second}
+		o.Sealer = held
+		o.SignConcurrency = 1
+		o.Limits.SignTimeout = 300 * time.Millisecond
+	})
+	first, second := e2.dial(), e2.dial()
+	first.expect(250, "EHLO client.example.go.jp")
+	second.expect(250, "EHLO client.example.go.jp")
+	done := make(chan int, 1)
+	go func() {
+		code, _ := first.send("taro@example.go.jp", []string{"citizen@example.com"}, message("taro@example.go.jp"))
+		done <- code
+	}()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		held.mu.Lock()
+		signing := held.now
+		held.mu.Unlock()
+		if signing == 1 {
+			break // the first one has the turn
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the first message never reached the signer")
+		}
+	}
+	code, text := second.send("taro@example.go.jp", []string{"citizen@example.com"}, message("taro@example.go.jp"))
+	if code != 451 || !strings.Contains(text, "4.3.0") {
+		t.Fatalf("waiting past the sign timeout: %d %s", code, text)
+	}
+	if code := <-done; code != 451 {
+		// The first one's own signing outlasts the timeout too: also
+		// 451 4.3.0, not a 421 that would end the session.
+		t.Fatalf("signing past the sign timeout: %d", code)
+	}
+	if n := e2.up.Count(); n != 0 {
+		t.Fatalf("%d messages upstream after sign timeouts", n)
+	}
 }

@@ -404,7 +404,20 @@ func (s *session) data(r io.Reader) (string, error) {
 	// Say how long the message is, so that the signer sizes its one
 	// buffer once instead of growing it chunk by chunk.
 	src := sizedReader{io.MultiReader(strings.NewReader(rcvd), in.Reader()), int64(len(rcvd)) + in.Len()}
-	res, err := cfg.Sealer.Sign(ctx, signed, src)
+	var res signer.Result
+	select {
+	case g.signing <- struct{}{}:
+		start = time.Now() // the histogram times signing, not the wait
+		res, err = cfg.Sealer.Sign(ctx, signed, src)
+		<-g.signing
+	case <-ctx.Done():
+		err = fmt.Errorf("%w: waiting for a turn to sign: %w", signer.ErrKey, ctx.Err())
+	}
+	if errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, signer.ErrKey) && s.ctx.Err() == nil {
+		// The sign timeout, not the client's: signing is unavailable
+		// for now (451 4.3.0), the session goes on.
+		err = fmt.Errorf("%w: signing took longer than %v: %w", signer.ErrKey, l.SignTimeout, err)
+	}
 	cancel()
 	g.m.signDuration.Observe(time.Since(start).Seconds())
 	if err != nil {

@@ -37,13 +37,14 @@ func init() {
 type gatewayConfig struct {
 	Sign signConfig
 
-	Listen         string   `env:"LISTEN" envDefault:"127.0.0.1:2525" help:"SMTP listening address"`
-	MetricsListen  string   `env:"METRICS_LISTEN" envDefault:"127.0.0.1:9125" help:"address of /metrics, /healthz and /readyz (off: none)"`
-	ClientNetworks []string `env:"CLIENT_NETWORKS" envSeparator:"," help:"comma-separated CIDRs whose clients may relay without authenticating (default none)"`
-	Credentials    string   `env:"CREDENTIALS" help:"SMTP AUTH accounts, NAME:BCRYPT-HASH per line, not accessible to others (default none: AUTH off)"`
-	SenderPolicy   string   `env:"SENDER_POLICY" help:"per-client sender domains file (see README; default: every authorised client may use every domain under the suffixes)"`
-	ClientCA       string   `env:"CLIENT_CA" help:"PEM CA certificates that verify TLS client certificates; a verified client may relay (default none)"`
-	SMTPUTF8       string   `env:"SMTPUTF8" envDefault:"auto" help:"advertise SMTPUTF8: auto (if the upstream offers it when the gateway starts), true or false"`
+	Listen          string   `env:"LISTEN" envDefault:"127.0.0.1:2525" help:"SMTP listening address"`
+	MetricsListen   string   `env:"METRICS_LISTEN" envDefault:"127.0.0.1:9125" help:"address of /metrics, /healthz and /readyz (off: none)"`
+	ClientNetworks  []string `env:"CLIENT_NETWORKS" envSeparator:"," help:"comma-separated CIDRs whose clients may relay without authenticating (default none)"`
+	Credentials     string   `env:"CREDENTIALS" help:"SMTP AUTH accounts, NAME:BCRYPT-HASH per line, not accessible to others (default none: AUTH off)"`
+	SenderPolicy    string   `env:"SENDER_POLICY" help:"per-client sender domains file (see README; default: every authorised client may use every domain under the suffixes)"`
+	ClientCA        string   `env:"CLIENT_CA" help:"PEM CA certificates that verify TLS client certificates; a verified client may relay (default none)"`
+	SignConcurrency int      `env:"SIGN_CONCURRENCY" envDefault:"0" help:"messages signed at once, the others wait their turn (0: one per core; raise it for a slow HSM)"`
+	SMTPUTF8        string   `env:"SMTPUTF8" envDefault:"auto" help:"advertise SMTPUTF8: auto (if the upstream offers it when the gateway starts), true or false"`
 
 	Upstream           string        `env:"UPSTREAM" envDefault:"maildir:var/outbox" help:"next hop: smtp://host:port (STARTTLS required), smtps://host:port, or maildir:PATH"`
 	UpstreamCA         string        `env:"UPSTREAM_CA" help:"PEM roots that verify the upstream's certificate (default the system roots)"`
@@ -189,11 +190,12 @@ func serveGateway(ctx context.Context, cfg *gatewayConfig, log *slog.Logger, hup
 		hostname, _ = os.Hostname()
 	}
 	gw, err := smtpgw.New(smtpgw.Options{
-		Config:   *dyn,
-		Upstream: up,
-		Hostname: hostname,
-		SMTPUTF8: utf8,
-		Logger:   log,
+		Config:          *dyn,
+		Upstream:        up,
+		Hostname:        hostname,
+		SMTPUTF8:        utf8,
+		SignConcurrency: cfg.SignConcurrency,
+		Logger:          log,
 		Limits: smtpgw.Limits{
 			MaxMessageBytes:        cfg.MaxMessageBytes,
 			MaxRecipients:          cfg.MaxRecipients,
