@@ -407,9 +407,11 @@ func (s *session) data(r io.Reader) (string, error) {
 	var res signer.Result
 	select {
 	case g.signing <- struct{}{}:
-		start = time.Now() // the histogram times signing, not the wait
-		res, err = cfg.Sealer.Sign(ctx, signed, src)
-		<-g.signing
+		func() {
+			defer func() { <-g.signing }() // even if Sign panics
+			start = time.Now()             // the histogram times signing, not the wait
+			res, err = cfg.Sealer.Sign(ctx, signed, src)
+		}()
 	case <-ctx.Done():
 		err = fmt.Errorf("%w: waiting for a turn to sign: %w", signer.ErrKey, ctx.Err())
 	}
