@@ -475,3 +475,10 @@ func (l *limitedBuffer) Write(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
+
+// BenchmarkRSA2048 measures R alone, as BenchmarkGatewayLoad does around
+// each scenario: deploy/bench/bench.sh runs it around each kakuin run, to
+// judge the gateway under smtp-source's load against the same goal.
+func BenchmarkRSA2048(b *testing.B) {
+	b.ReportMetric(rsaPerSecond(b, 2*time.Second), "sigs/s")
+}

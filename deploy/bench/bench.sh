@@ -6,7 +6,9 @@
 #       relaying to smtp-sink,
 # with 20 and 100 sessions, 4 KB and 100 KB messages. Prints messages per
 # second (end to end: until the sink has every message), acceptance rate,
-# p50/p99 latency, peak memory, and the ratio b/a.
+# p50/p99 latency, peak memory, and the ratio b/a. Around each kakuin run
+# it measures R, Go's RSA-2048 signatures per second on all cores, and
+# prints the run against issue #3's goal (0.7 x R/2 messages per second).
 #
 # usage: deploy/bench/bench.sh [all|opendkim|kakuin]      (run as root)
 #
@@ -111,13 +113,30 @@ cpu_ticks() {
   echo "$t"
 }
 
+# ---------------------------------------------------------------- R
+# R: RSA-2048 signatures per second on all cores with Go's crypto/rsa,
+# what kakuin signs with (BenchmarkRSA2048). Measured just before and just
+# after each kakuin run, to judge the gateway under smtp-source's load
+# against issue #3's goal: 0.7 x R/2 messages per second. Needs the Go
+# toolchain (make bench has it); without it R is not measured.
+R_TEST=""
+if command -v go >/dev/null 2>&1 && go test -c -o "$W/smtpgw.test" ./smtpgw >/dev/null 2>&1; then
+  R_TEST=$W/smtpgw.test
+fi
+go_r() {
+  [ -n "$R_TEST" ] || { echo ""; return; }
+  (cd smtpgw && "$R_TEST" -test.run '^$' -test.bench '^BenchmarkRSA2048$' -test.benchtime 1x 2>/dev/null) |
+    awk '{for (i = 2; i <= NF; i++) if ($i == "sigs/s") print $(i-1)}'
+}
+
 # ---------------------------------------------------------------- one run
 # run NAME PORT SESSIONS SIZE MEMCMD LATENCYCMD-PREFIX
 RESULTS=$W/results.tsv
 : >"$RESULTS"
 run_load() {
   local name=$1 port=$2 s=$3 size=$4 memcmd=$5 latfn=$6
-  local base want t0 t1 t2 got
+  local base want t0 t1 t2 got r0="" r1=""
+  if [ "$name" = kakuin ]; then r0=$(go_r); fi
   base=$(sink_count); base=${base:-0}
   want=$((base + MESSAGES))
   "$latfn" begin
@@ -138,16 +157,17 @@ run_load() {
   c1=$(cpu_ticks "$memcmd")
   kill "$mpid" 2>/dev/null; wait "$mpid" 2>/dev/null || true
   local lat; lat=$("$latfn" end)
+  if [ "$name" = kakuin ]; then r1=$(go_r); fi
   local errs; errs=$(grep -c -i 'error\|fatal\|warning' "$W/source.out" || true)
-  "$PY" - "$name" "$s" "$size" "$MESSAGES" "$((got - base))" "$t0" "$t1" "$t2" "$(cat "$W/mem.peak" 2>/dev/null || echo 0)" "$lat" "$errs" "$(( (c1 - c0) * 1000 / CLK_TCK ))" >>"$RESULTS" <<'EOF'
+  "$PY" - "$name" "$s" "$size" "$MESSAGES" "$((got - base))" "$t0" "$t1" "$t2" "$(cat "$W/mem.peak" 2>/dev/null || echo 0)" "$lat" "$errs" "$(( (c1 - c0) * 1000 / CLK_TCK ))" "${r0:--}" "${r1:--}" >>"$RESULTS" <<'EOF'
 import sys
-name, s, size, n, got, t0, t1, t2, mem, lat, errs, cpums = sys.argv[1:]
+name, s, size, n, got, t0, t1, t2, mem, lat, errs, cpums, r0, r1 = sys.argv[1:]
 t0, t1, t2 = float(t0), float(t1), float(t2)
 n, got = int(n), int(got)
 print("\t".join([name, s, size, str(n), str(got), "%.1f" % (got / (t2 - t0)), "%.1f" % (n / (t1 - t0)),
-                 lat, "%.0f" % (int(mem) / 1024), errs, "%.2f" % (int(cpums) / max(got, 1))]))
+                 lat, "%.0f" % (int(mem) / 1024), errs, "%.2f" % (int(cpums) / max(got, 1)), r0, r1]))
 EOF
-  tail -1 "$RESULTS" | awk -F'\t' '{printf "  %-9s sessions=%-3s size=%-6s delivered=%s/%s  %s msg/s end-to-end (accepted %s msg/s)  latency p50/p99 %s  peak memory (sum of Pss) %s MB  CPU %s ms/msg  source errors %s\n", $1,$2,$3,$5,$4,$6,$7,$8,$9,$11,$10}'
+  tail -1 "$RESULTS" | awk -F'\t' '{printf "  %-9s sessions=%-3s size=%-6s delivered=%s/%s  %s msg/s end-to-end (accepted %s msg/s)  latency p50/p99 %s  peak memory (sum of Pss) %s MB  CPU %s ms/msg  source errors %s", $1,$2,$3,$5,$4,$6,$7,$8,$9,$11,$10; if ($12 != "-") printf "  R(Go) %s before, %s after", $12, $13; printf "\n"}'
 }
 
 # quantiles from a list of seconds on stdin: "p50/p99"
@@ -362,4 +382,12 @@ for (name, s, size), x in sorted(r.items(), key=lambda kv: (int(kv[0][2]), int(k
     print("%-9s %-7s %11s %9s %6s %16s %16s %9s %9s %10s %10s %7s" % (s, size, x[5], y[5] if y else "-", ratio, x[7], y[7] if y else "-", x[8], y[8] if y else "-", x[10], y[10] if y else "-", cratio))
 print("CPUms/m: CPU time of the system under test per message (Postfix master, its daemons and OpenDKIM; the kakuin process);")
 print("a/b CPU: how many times more CPU (a) spends per message than (b): the machine-load-independent ratio.")
+k = [x for x in rows if x[0] == "kakuin" and len(x) > 12 and x[11] != "-" and x[12] != "-"]
+if k:
+    print("\nkakuin against issue #3's goal, 0.7 x R/2 msg/s (R: Go's RSA-2048 signatures/s on all cores, mean of before and after the run)")
+    print("%-9s %-7s %9s %15s %7s %8s" % ("sessions", "size", "b kakuin", "R before/after", "x R/2", "goal"))
+    for x in sorted(k, key=lambda x: (int(x[2]), int(x[1]))):
+        r = (float(x[11]) + float(x[12])) / 2
+        v = float(x[5]) / (r / 2)
+        print("%-9s %-7s %9s %15s %7.2f %8s" % (x[1], x[2], x[5], x[11] + "/" + x[12], v, "met" if v >= 0.7 else "not met"))
 PYEOF
