@@ -13,6 +13,7 @@ type metrics struct {
 	bytes          *prometheus.CounterVec // direction: in, out
 	txnDuration    prometheus.Histogram
 	signDuration   prometheus.Histogram
+	signWait       prometheus.Histogram
 	upDuration     prometheus.Histogram
 	sessions       prometheus.Gauge
 	sessionsDenied *prometheus.CounterVec // reason: limit, shutdown
@@ -37,6 +38,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "From MAIL to the final reply.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 16)}),
 		signDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "sign_duration_seconds",
 			Help: "Time spent signing one message.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
+		signWait: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "sign_wait_seconds",
+			Help: "Time a message waited for its turn to be signed (Options.SignConcurrency): CPU saturation.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
 		upDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "upstream_data_duration_seconds",
 			Help: "Time from upstream DATA to its final reply.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
 		sessions: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "sessions",
@@ -49,6 +52,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Configuration reloads, by result."}, []string{"result"}),
 	}
 	reg.MustRegister(m.accepted, m.rejected, m.signatures, m.upstream, m.bytes, m.txnDuration, m.signDuration,
-		m.upDuration, m.sessions, m.sessionsDenied, m.authFailures, m.reloads)
+		m.signWait, m.upDuration, m.sessions, m.sessionsDenied, m.authFailures, m.reloads)
 	return m
 }

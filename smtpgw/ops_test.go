@@ -150,6 +150,8 @@ func TestMetricsAndHealth(t *testing.T) {
 		`kakuin_gateway_signatures_total{type="dkim"} 2`,
 		`kakuin_gateway_upstream_replies_total{class="2xx"} 1`,
 		"kakuin_gateway_transaction_duration_seconds_count 2",
+		"kakuin_gateway_sign_wait_seconds_count 1",
+		"kakuin_gateway_sign_duration_seconds_count 1",
 		"kakuin_gateway_sessions 1",
 	} {
 		if !strings.Contains(m, want) {

@@ -409,10 +409,12 @@ func (s *session) data(r io.Reader) (string, error) {
 	case g.signing <- struct{}{}:
 		func() {
 			defer func() { <-g.signing }() // even if Sign panics
-			start = time.Now()             // the histogram times signing, not the wait
+			g.m.signWait.Observe(time.Since(start).Seconds())
+			start = time.Now() // sign_duration_seconds times signing, not the wait
 			res, err = cfg.Sealer.Sign(ctx, signed, src)
 		}()
 	case <-ctx.Done():
+		g.m.signWait.Observe(time.Since(start).Seconds())
 		err = fmt.Errorf("%w: waiting for a turn to sign: %w", signer.ErrKey, ctx.Err())
 	}
 	if errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, signer.ErrKey) && s.ctx.Err() == nil {
