@@ -159,7 +159,7 @@ func (c *gatewayConfig) smtputf8(ctx context.Context, up relay.Upstream, log *sl
 		log.Warn("kakuin gateway: SMTPUTF8 not advertised: the upstream could not be asked (KAKUIN_SMTPUTF8=auto decides at start)", "error", oneLine(err))
 		return false, nil
 	}
-	log.Info("kakuin gateway: SMTPUTF8", "advertised", on, "reason", "KAKUIN_SMTPUTF8=auto: the upstream's EHLO")
+	log.Info("kakuin gateway: SMTPUTF8", "advertised", on, "reason", "KAKUIN_SMTPUTF8=auto: as the upstream takes it or not")
 	return on, nil
 }
 
