@@ -133,6 +133,14 @@ type spool struct {
 	dir       string
 }
 
+// expect makes room in memory for n bytes if they stay under the
+// threshold; a spool that will spill to a file gets nothing.
+func (s *spool) expect(n int64) {
+	if d := n - int64(s.mem.Len()); s.f == nil && n <= int64(s.threshold) && d > 0 {
+		s.mem.Grow(int(d))
+	}
+}
+
 func (s *spool) Write(p []byte) (int, error) {
 	if s.f == nil && s.mem.Len()+len(p) > s.threshold {
 		f, err := os.CreateTemp(s.dir, "kakuin-spool-")

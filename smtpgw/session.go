@@ -398,6 +398,9 @@ func (s *session) data(r io.Reader) (string, error) {
 
 	signed := &spool{threshold: g.opts.SpoolMemory, dir: g.opts.SpoolDir}
 	defer signed.Close()
+	// The signed message is the message, a few fields and the signature
+	// part longer: room for it at once, instead of doubling into it.
+	signed.expect(in.Len() + in.Len()/64 + 16<<10)
 	ctx, cancel := context.WithTimeout(s.ctx, l.SignTimeout)
 	start := time.Now()
 	rcvd := s.received(cfg)
