@@ -152,7 +152,10 @@ func (s *Signer) Sign(ctx context.Context, dst io.Writer, src io.Reader) (Result
 	// Sized for 7-bit input, which comes out the same size; what grows
 	// (8-bit text, binary) spills into further chunks of at most 4 MB.
 	entity := newSpool(in.Len() + in.Len()/64 + 4096)
-	if err := mime7bit.Normalize(entity, in); err != nil {
+	// UTF-8 attachment names (RFC 6532, SMTPUTF8 mail) become RFC 2231
+	// parameters: the signed entity must be 7-bit (RFC 8551 3.1.1).
+	norm := mime7bit.Normalizer{EncodeUTF8Params: true}
+	if err := norm.Normalize(entity, in); err != nil {
 		if errors.Is(err, mime7bit.ErrMIME) {
 			return res, fmt.Errorf("%w: %w", ErrMessage, err)
 		}

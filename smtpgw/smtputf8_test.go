@@ -169,6 +169,32 @@ func TestSMTPUTF8Transaction(t *testing.T) {
 		c.expect(550, "MAIL FROM:<taro@例えgo.jp> SMTPUTF8")
 	})
 
+	t.Run("UTF-8 attachment name", func(t *testing.T) {
+		t.Parallel()
+		e := utf8Env(t, false, false, signer.Reject)
+		c := e.dial()
+		c.expect(250, "EHLO client.example.go.jp")
+		from := "taro@example.go.jp"
+		c.expect(250, "MAIL FROM:<%s> SMTPUTF8", from)
+		c.expect(250, "RCPT TO:<%s>", utf8Rcpt)
+		// RFC 6532 3.2 lets an SMTPUTF8 message carry UTF-8 in MIME
+		// header fields too; the signed entity is 7-bit, so the name is
+		// rewritten as an RFC 2231 parameter, which says the same.
+		msg := "From: 山田 太郎 <" + from + ">\r\nTo: " + utf8Rcpt + "\r\nSubject: 報告書\r\nDate: Thu, 26 Nov 2026 10:00:00 +0900\r\n" +
+			"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\n添付します。\r\n" +
+			"--b\r\nContent-Type: application/pdf; name=\"報告書.pdf\"\r\nContent-Disposition: attachment; filename=\"報告書.pdf\"\r\n" +
+			"Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjcK\r\n--b--\r\n"
+		if code, text := c.data(msg + ".\r\n"); code != 250 {
+			t.Fatalf("UTF-8 attachment name: %d %s", code, text)
+		}
+		m := e.up.Messages()
+		if len(m) != 1 {
+			t.Fatalf("upstream has %d messages", len(m))
+		}
+		e.verifySMIME(m[0].Data, "filename*=utf-8''%E5%A0%B1%E5%91%8A%E6%9B%B8.pdf")
+		e.verifyDKIM(m[0].Data)
+	})
+
 	t.Run("non-ASCII address without the SMTPUTF8 parameter", func(t *testing.T) {
 		t.Parallel()
 		e := utf8Env(t, false, false, signer.DKIMOnly)

@@ -7,11 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"mime"
 	"mime/multipart"
 	"mime/quotedprintable"
 	"net/textproto"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -83,7 +85,14 @@ func decodeBody(parts *[]decodedPart, hdr textproto.MIMEHeader, body []byte, pat
 	}
 	slices.Sort(keys)
 	for _, k := range keys {
-		p.header += k + ": " + strings.Join(hdr[k], "|") + "\n"
+		vs := hdr[k]
+		if k == "Content-Type" || k == "Content-Disposition" {
+			vs = slices.Clone(vs)
+			for i, v := range vs {
+				vs[i] = canonicalParams(v)
+			}
+		}
+		p.header += k + ": " + strings.Join(vs, "|") + "\n"
 	}
 
 	switch {
@@ -233,4 +242,30 @@ func check7bit(out []byte, allow8 bool) error {
 		return fmt.Errorf("last line of %d octets", len(out)-lineStart)
 	}
 	return nil
+}
+
+// canonicalParams is a Content-Type or Content-Disposition value with
+// UTF-8 (RFC 6532) or RFC 2231 extended parameters in a form where both
+// compare equal: EncodeUTF8Params rewrites the one as the other. Other
+// values stay as they are.
+func canonicalParams(v string) string {
+	ascii := true
+	for i := 0; i < len(v); i++ {
+		if v[i] >= 0x80 {
+			ascii = false
+		}
+	}
+	if ascii && !strings.Contains(v, "*=") {
+		return v
+	}
+	mt, params, err := mime.ParseMediaType(v)
+	if err != nil {
+		return v
+	}
+	keys := slices.Sorted(maps.Keys(params))
+	out := mt
+	for _, k := range keys {
+		out += "; " + k + "=" + strconv.Quote(params[k])
+	}
+	return out
 }

@@ -28,7 +28,10 @@
 //   - A header field holding an octet over 127 or a NUL is an error: a
 //     header cannot be re-encoded without changing it, and RFC 8551 3.1.1
 //     needs 7 bits. Normalizer.AllowUTF8Header relaxes this for the
-//     top-level fields other than Content-*.
+//     top-level fields other than Content-*; Normalizer.EncodeUTF8Params
+//     rewrites UTF-8 quoted parameter values of Content-Type and
+//     Content-Disposition (an attachment's name) as RFC 2231 extended
+//     parameters, outside multipart/signed.
 //   - A leaf part labelled (or defaulting to) 7bit, 8bit or binary whose
 //     content holds an octet over 127, a NUL or a line over 998 octets is
 //     re-encoded: text/* as quoted-printable of its lines (RFC 2045 6.7),
@@ -144,6 +147,13 @@ type Normalizer struct {
 	// 7-bit except in those fields. If false (the zero value), any octet
 	// over 127 in any header field is ErrMIME.
 	AllowUTF8Header bool
+	// EncodeUTF8Params, if true, rewrites a Content-Type or
+	// Content-Disposition field whose quoted parameter values hold UTF-8
+	// (an RFC 6532 attachment name, say) with those values as RFC 2231
+	// extended parameters (filename*=utf-8''%E5%A0%B1...), which say the
+	// same in 7 bits; outside multipart/signed only, and only when the
+	// field parses. If false (the zero value), such a field is ErrMIME.
+	EncodeUTF8Params bool
 }
 
 // Normalize reads one MIME entity from src (header fields, an empty line,
@@ -182,6 +192,7 @@ func (n *Normalizer) NormalizeBytes(dst io.Writer, msg []byte) error {
 	c.maxParts = orDefault(n.MaxParts, DefaultMaxParts)
 	c.maxHeader = orDefault(n.MaxHeaderBytes, DefaultMaxHeaderBytes)
 	c.utf8Top = n.AllowUTF8Header
+	c.utf8Params = n.EncodeUTF8Params
 	if err := c.entity(msg, entityCtx{top: true}); err != nil {
 		return err
 	}

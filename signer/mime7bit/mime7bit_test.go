@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"mime"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -340,6 +341,39 @@ Content-Transfer-Encoding: 8bit
 	test("utf-8 content-type refused even with option", utf, "Content-Type: text/plain; name=日本\n\nx\n", ErrMIME, nil)
 	test("utf-8 part header refused even with option", utf, "Content-Type: multipart/mixed; boundary=p\n\n--p\nX-Name: 名前\n\nx\n--p--\n", ErrMIME, nil)
 	test("utf-8 header of enclosed message refused", utf, "Content-Type: message/rfc822\n\nSubject: 件名\n\nx\n", ErrMIME, nil)
+
+	// UTF-8 parameter values (RFC 6532) in 7 bits (RFC 2231).
+	params := Normalizer{EncodeUTF8Params: true}
+	attach := "Content-Type: multipart/mixed; boundary=p\n\n--p\n\nsee attached\n--p\n" +
+		"Content-Type: application/pdf; name=\"報告書 (案).pdf\"\nContent-Disposition: attachment;\n filename=\"報告書 (案).pdf\"; size=4\nContent-Transfer-Encoding: base64\n\nJVBERg==\n--p--\n"
+	test("utf-8 parameters refused by default", none, attach, ErrMIME, nil)
+	test("utf-8 parameters in RFC 2231 form", params, attach, nil, func(t *testing.T, out string) {
+		t.Helper()
+		var ct, cd string
+		for _, l := range strings.Split(out, "\r\n") {
+			if v, ok := strings.CutPrefix(l, "Content-Type: application/pdf"); ok {
+				ct = "application/pdf" + v
+			}
+			if v, ok := strings.CutPrefix(l, "Content-Disposition: "); ok {
+				cd = v
+			}
+		}
+		_, p1, err1 := mime.ParseMediaType(ct)
+		d, p2, err2 := mime.ParseMediaType(cd)
+		if err1 != nil || err2 != nil || p1["name"] != "報告書 (案).pdf" || d != "attachment" || p2["filename"] != "報告書 (案).pdf" || p2["size"] != "4" {
+			t.Fatalf("rewritten fields do not say the same:\n%s\n%s", ct, cd)
+		}
+		if !strings.Contains(cd, "filename*=utf-8''%E5%A0%B1") {
+			t.Fatalf("not RFC 2231: %s", cd)
+		}
+	})
+	test("utf-8 top-level content-type in RFC 2231 form", params, "Content-Type: text/plain; charset=utf-8; name=\"é.txt\"\n\nx\n", nil,
+		contains("Content-Type: text/plain; charset=utf-8; name*=utf-8''%C3%A9.txt\r\n"))
+	test("utf-8 parameter not quoted", params, "Content-Type: text/plain; name=é.txt\n\nx\n", ErrMIME, nil)
+	test("utf-8 parameter not UTF-8", params, "Content-Type: text/plain; name=\"\xe9.txt\"\n\nx\n", ErrMIME, nil)
+	test("utf-8 other content field still refused", params, "Content-Description: 説明\n\nx\n", ErrMIME, nil)
+	test("utf-8 parameters inside multipart/signed left alone", params,
+		"Content-Type: multipart/signed; boundary=s\n\n--s\nContent-Type: text/plain; name=\"é.txt\"\n\nx\n--s\nContent-Type: application/pkcs7-signature\n\nMIIB\n--s--\n", ErrMIME, nil)
 
 	// Malformed: each a clear ErrMIME, never a mangled message.
 	test("multipart without boundary", none, "Content-Type: multipart/mixed\n\n--x\n\ny\n--x--\n", ErrMIME, nil)

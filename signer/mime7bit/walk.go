@@ -8,6 +8,7 @@ import (
 	"mime"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // walker holds the state of one Normalize call.
@@ -17,6 +18,8 @@ type walker struct {
 	maxParts  int
 	maxHeader int
 	utf8Top   bool
+	// utf8Params: rewrite UTF-8 parameter values (Normalizer.EncodeUTF8Params)
+	utf8Params bool
 
 	parts int
 	path  []int // body part numbers from the top, for error messages
@@ -64,6 +67,15 @@ type header struct {
 
 	cteStart, cteEnd int // the whole Content-Transfer-Encoding field
 	cteName          []byte
+
+	edits []fieldEdit // fields rewritten in 7 bits, in order
+}
+
+// fieldEdit replaces b[start:end], a field without its final line end,
+// with field.
+type fieldEdit struct {
+	start, end int
+	field      string
 }
 
 // nextLine returns the end of the line content starting at i and the start
@@ -93,22 +105,46 @@ func (c *walker) parseHeader(b []byte, ec entityCtx) (header, error) {
 	var (
 		cur      []byte // name of the current field, nil before the first
 		curStart int
+		curEnd   int // end of the current field's last line, line end excluded
 		curIsCT  bool
 		curIsCTE bool
+		curIsCD  bool
+		curUTF8  bool   // the current field has octets over 127 to encode
+		cdBuf    []byte // unfolded Content-Disposition value
 		ctBuf    []byte
 		cteBuf   []byte
 		haveCT   bool
 		haveCTE  bool
+		ctNew    string // Content-Type value as rewritten, if it was
 	)
-	finish := func(end int) {
+	finish := func(end int) error {
 		if curIsCTE {
 			h.cteEnd = end
 		}
+		if !curUTF8 {
+			return nil
+		}
+		v := ctBuf
+		if curIsCD {
+			v = cdBuf
+		}
+		f, err := c.encodeParams(cur, v)
+		if err != nil {
+			return err
+		}
+		h.edits = append(h.edits, fieldEdit{start: curStart, end: curEnd, field: string(cur) + ": " + f})
+		if curIsCT {
+			ctNew = f
+		}
+		curUTF8 = false
+		return nil
 	}
 	i := 0
 	for {
 		if i >= len(b) {
-			finish(i)
+			if err := finish(i); err != nil {
+				return h, err
+			}
 			h.fieldsEnd, h.bodyStart, h.noBlank = i, i, true
 			break
 		}
@@ -117,7 +153,9 @@ func (c *walker) parseHeader(b []byte, ec entityCtx) (header, error) {
 		}
 		end, next := nextLine(b, i)
 		if end == i {
-			finish(i)
+			if err := finish(i); err != nil {
+				return h, err
+			}
 			h.fieldsEnd, h.bodyStart = i, next
 			break
 		}
@@ -137,7 +175,9 @@ func (c *walker) parseHeader(b []byte, ec entityCtx) (header, error) {
 				return h, c.errorf("header starts with a continuation line")
 			}
 		} else {
-			finish(i)
+			if err := finish(i); err != nil {
+				return h, err
+			}
 			colon := bytes.IndexByte(line, ':')
 			if colon <= 0 {
 				return h, c.errorf("malformed header line: no field name before a colon")
@@ -151,6 +191,10 @@ func (c *walker) parseHeader(b []byte, ec entityCtx) (header, error) {
 			cur, curStart = line[:colon], i
 			curIsCT = bytes.EqualFold(cur, []byte("Content-Type"))
 			curIsCTE = bytes.EqualFold(cur, []byte("Content-Transfer-Encoding"))
+			curIsCD = bytes.EqualFold(cur, []byte("Content-Disposition"))
+			if curIsCD {
+				cdBuf = cdBuf[:0]
+			}
 			if curIsCT {
 				if haveCT {
 					return h, c.errorf("more than one Content-Type field")
@@ -171,15 +215,26 @@ func (c *walker) parseHeader(b []byte, ec entityCtx) (header, error) {
 				return h, c.errorf("NUL in header field %q", clip(cur))
 			}
 			// RFC 8551 3.1.1, RFC 6376 5.3: the signed entity is 7-bit,
-			// and a field cannot be re-encoded without changing it.
-			if ch >= 0x80 && (!ec.top || !c.utf8Top || hasPrefixFold(cur, contentPrefix)) {
-				return h, c.errorf("8-bit octet in header field %q (header fields must be 7-bit, RFC 8551 3.1.1)", clip(cur))
+			// and a field cannot be re-encoded without changing it, except
+			// the parameters of Content-Type and Content-Disposition
+			// (RFC 2231), and not inside multipart/signed.
+			if ch >= 0x80 {
+				switch {
+				case (curIsCT || curIsCD) && c.utf8Params && !ec.frozen:
+					curUTF8 = true
+				case !ec.top || !c.utf8Top || hasPrefixFold(cur, contentPrefix):
+					return h, c.errorf("8-bit octet in header field %q (header fields must be 7-bit, RFC 8551 3.1.1)", clip(cur))
+				}
 			}
 		}
-		if curIsCT {
+		curEnd = end
+		switch {
+		case curIsCT:
 			ctBuf = append(ctBuf, line...)
-		} else if curIsCTE {
+		case curIsCTE:
 			cteBuf = append(cteBuf, line...)
+		case curIsCD:
+			cdBuf = append(cdBuf, line...)
 		}
 		if next == end {
 			h.lastNoEOL = true
@@ -187,6 +242,9 @@ func (c *walker) parseHeader(b []byte, ec entityCtx) (header, error) {
 		i = next
 	}
 	h.ct = string(ctBuf)
+	if ctNew != "" {
+		h.ct = ctNew
+	}
 	if haveCTE {
 		h.cte = bytes.Trim(cteBuf, " \t")
 		if h.cte == nil {
@@ -237,20 +295,54 @@ func (c *walker) parseCTE(v []byte) (encoding, error) {
 	return 0, c.errorf("unknown Content-Transfer-Encoding (RFC 2045 6.1 defines 7bit, 8bit, binary, quoted-printable, base64)")
 }
 
+// encodeParams returns the value v of field name (Content-Type or
+// Content-Disposition) with its UTF-8 parameter values as RFC 2231
+// extended parameters: mime.FormatMediaType writes any value outside
+// US-ASCII as name*=utf-8”%XX... (RFC 2231 4).
+func (c *walker) encodeParams(name, v []byte) (string, error) {
+	if !utf8.Valid(v) {
+		return "", c.errorf("header field %q is not UTF-8", clip(name))
+	}
+	mt, params, err := mime.ParseMediaType(string(v))
+	if err != nil {
+		// Raw octets outside a quoted value, say: no parse, no rewrite.
+		return "", c.errorf("8-bit octets in header field %q that do not parse as parameters: %v", clip(name), err)
+	}
+	f := mime.FormatMediaType(mt, params)
+	if f == "" || len(name)+2+len(f) > maxLine {
+		return "", c.errorf("header field %q cannot be written in 7 bits within %d octets", clip(name), maxLine)
+	}
+	return f, nil
+}
+
+// writeFields writes b[from:to], header fields, with the rewritten fields
+// in place of the originals.
+func (c *walker) writeFields(b []byte, h *header, from, to int) {
+	for _, e := range h.edits {
+		if e.end <= from || e.start >= to {
+			continue
+		}
+		writeCanon(c.w, b[from:e.start])
+		c.w.WriteString(e.field)
+		from = e.end
+	}
+	writeCanon(c.w, b[from:to])
+}
+
 // writeHeader writes the header with Content-Transfer-Encoding set to cte,
 // or unchanged if cte is empty, then the empty line.
 func (c *walker) writeHeader(b []byte, h *header, cte string) {
 	if cte == "" {
-		writeCanon(c.w, b[:h.fieldsEnd])
+		c.writeFields(b, h, 0, h.fieldsEnd)
 	} else if h.cte != nil {
-		writeCanon(c.w, b[:h.cteStart])
+		c.writeFields(b, h, 0, h.cteStart)
 		c.w.Write(h.cteName)
 		c.w.WriteString(": ")
 		c.w.WriteString(cte)
 		c.w.WriteString("\r\n")
-		writeCanon(c.w, b[h.cteEnd:h.fieldsEnd])
+		c.writeFields(b, h, h.cteEnd, h.fieldsEnd)
 	} else {
-		writeCanon(c.w, b[:h.fieldsEnd])
+		c.writeFields(b, h, 0, h.fieldsEnd)
 		if h.lastNoEOL {
 			c.w.WriteString("\r\n")
 		}
