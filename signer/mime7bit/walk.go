@@ -298,7 +298,8 @@ func (c *walker) parseCTE(v []byte) (encoding, error) {
 // encodeParams returns the value v of field name (Content-Type or
 // Content-Disposition) with its UTF-8 parameter values as RFC 2231
 // extended parameters: mime.FormatMediaType writes any value outside
-// US-ASCII as name*=utf-8”%XX... (RFC 2231 4).
+// US-ASCII as an extended parameter: name*, the charset utf-8, an empty
+// language and %XX escapes (RFC 2231 4).
 func (c *walker) encodeParams(name, v []byte) (string, error) {
 	if !utf8.Valid(v) {
 		return "", c.errorf("header field %q is not UTF-8", clip(name))
