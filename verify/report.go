@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
+	"net/mail"
 	"strings"
 	"time"
 
@@ -88,8 +89,20 @@ func (r *Report) Get(name string) (Check, bool) {
 	return Check{}, false
 }
 
-func smimeCheck(sm *smimeverify.Result) Check {
+// maxDateSkew is how far a signature's signingTime may be from the
+// message's Date before Thunderbird marks the signature (RULES S8).
+const maxDateSkew = time.Hour
+
+func smimeCheck(sm *smimeverify.Result, h rfc5322.Header) Check {
 	c := Check{Name: CheckSMIME, Status: sm.Status, Reason: sm.Reason, Evidence: map[string]string{}}
+	if d := dateSkew(sm, h); d > maxDateSkew || d < -maxDateSkew {
+		// RULES S8: not a failure (the signature is valid), but what a
+		// reader sees: Thunderbird flags the signature.
+		c.Evidence["date-skew"] = d.Round(time.Second).String()
+		if c.Status == authres.ResultPass && c.Reason == "" {
+			c.Reason = fmt.Sprintf("signed %s the Date field: Thunderbird shows a signature more than an hour away from Date as questionable", skewWords(d))
+		}
+	}
 	if sm.Form != "" {
 		c.Evidence["form"] = string(sm.Form)
 	}
@@ -120,6 +133,27 @@ func smimeCheck(sm *smimeverify.Result) Check {
 		c.Evidence = nil
 	}
 	return c
+}
+
+// dateSkew is signingTime minus the Date field; zero when either is
+// missing or Date does not parse.
+func dateSkew(sm *smimeverify.Result, h rfc5322.Header) time.Duration {
+	ds := h.Values("Date")
+	if sm.SigningTime.IsZero() || len(ds) != 1 {
+		return 0
+	}
+	date, err := mail.ParseDate(strings.Join(strings.Fields(ds[0]), " "))
+	if err != nil {
+		return 0
+	}
+	return sm.SigningTime.Sub(date)
+}
+
+func skewWords(d time.Duration) string {
+	if d < 0 {
+		return (-d).Round(time.Minute).String() + " before"
+	}
+	return d.Round(time.Minute).String() + " after"
 }
 
 func signedHeadersCheck(sm *smimeverify.Result) Check {

@@ -179,7 +179,7 @@ func (v *Verifier) Bytes(ctx context.Context, msg []byte) (*Report, error) {
 	// S/MIME, the signed header fields, revocation.
 	sm := v.smime.Verify(msg, from)
 	rep.SMIME = sm
-	rep.add(smimeCheck(sm))
+	rep.add(smimeCheck(sm, h))
 	rep.add(signedHeadersCheck(sm))
 	rep.add(v.revocationCheck(ctx, sm, now))
 

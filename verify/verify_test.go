@@ -477,3 +477,43 @@ func TestDKIMMustSignWhatIsShown(t *testing.T) {
 		t.Fatalf("%+v", c)
 	}
 }
+
+// TestDateSkew: a signingTime more than an hour from the Date field is
+// still a valid signature (the message stays GENUINE), but the smime check
+// says what Thunderbird will show (RULES S8), with the skew as evidence.
+func TestDateSkew(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	withDate := func(d time.Time) []byte {
+		h := strings.Replace(outer, "Date: Thu, 26 Nov 2026 10:00:00 +0900", "Date: "+d.Format(time.RFC1123Z), 1)
+		return e.seal(t, e.id, h, testsign.Entity("x"))
+	}
+	now := time.Now()
+	for _, tc := range []struct {
+		date  time.Time
+		words string // in the reason; "" for none
+	}{
+		{now, ""},
+		{now.Add(-50 * time.Minute), ""},
+		{now.Add(-3 * time.Hour), "3h0m0s after the Date field"},
+		{now.Add(2 * time.Hour), "2h0m0s before the Date field"},
+	} {
+		rep := e.check(t, withDate(tc.date), e.opts())
+		if !rep.Verdict.Genuine {
+			t.Fatalf("Date %v: not genuine:\n%s", tc.date, strings.Join(rep.Lines(), "\n"))
+		}
+		c, _ := rep.Get(verify.CheckSMIME)
+		if c.Status != "pass" {
+			t.Fatalf("Date %v: smime %s", tc.date, c.Status)
+		}
+		if tc.words == "" {
+			if c.Reason != "" || c.Evidence["date-skew"] != "" {
+				t.Errorf("Date %v: remark %q, skew %q", tc.date, c.Reason, c.Evidence["date-skew"])
+			}
+			continue
+		}
+		if !strings.Contains(c.Reason, tc.words) || !strings.Contains(c.Reason, "Thunderbird") || c.Evidence["date-skew"] == "" {
+			t.Errorf("Date %v: reason %q, skew %q; want %q", tc.date, c.Reason, c.Evidence["date-skew"], tc.words)
+		}
+	}
+}
