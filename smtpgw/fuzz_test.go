@@ -76,7 +76,7 @@ func FuzzOriginators(f *testing.F) {
 	f.Add([]byte("From: g: a@b.go.jp;\r\n\r\n"))
 	f.Add([]byte("From: =?ISO-2022-JP?B?GyRCOzNFRBsoQg==?= <a@b.go.jp>\r\n"))
 	f.Fuzz(func(t *testing.T, head []byte) {
-		from, sender, err := originators(head)
+		from, sender, _, err := originators(head)
 		if err != nil {
 			if !errors.Is(err, ErrHeader) {
 				t.Fatalf("error %v does not wrap ErrHeader", err)

@@ -5,7 +5,10 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"net/mail"
 	"os"
+	"strings"
+	"time"
 
 	"github.com/kakuin/kakuin/rfc5322"
 )
@@ -207,20 +210,25 @@ func (s *spool) Close() {
 // (package rfc5322, same limits), so that the per-client sender policy
 // judges exactly the addresses the signer will sign for: exactly one From
 // field holding exactly one mailbox, and at most one Sender field holding
-// one mailbox (RFC 5322 3.6.2, 3.6 table). It returns their addr-specs.
-// Errors wrap ErrHeader.
-func originators(head []byte) (from, sender string, err error) {
+// one mailbox (RFC 5322 3.6.2, 3.6 table). It returns their addr-specs,
+// and the Date field's time (zero if absent or unreadable). Errors wrap
+// ErrHeader.
+func originators(head []byte) (from, sender string, date time.Time, err error) {
 	h, _, err := rfc5322.Parse(head, nil)
 	if err != nil {
 		// rfc5322's errors name fields, never quote their content, which
 		// must not reach the log.
-		return "", "", fmt.Errorf("%w: %w", ErrHeader, err)
+		return "", "", date, fmt.Errorf("%w: %w", ErrHeader, err)
 	}
 	if from, err = rfc5322.From(h); err != nil {
-		return "", "", fmt.Errorf("%w: %w", ErrHeader, err)
+		return "", "", date, fmt.Errorf("%w: %w", ErrHeader, err)
 	}
 	if sender, err = rfc5322.Sender(h); err != nil {
-		return "", "", fmt.Errorf("%w: %w", ErrHeader, err)
+		return "", "", date, fmt.Errorf("%w: %w", ErrHeader, err)
 	}
-	return from, sender, nil
+	if ds := h.Values("Date"); len(ds) == 1 {
+		// Zero when it does not parse: the signer checks the header.
+		date, _ = mail.ParseDate(strings.Join(strings.Fields(ds[0]), " "))
+	}
+	return from, sender, date, nil
 }

@@ -14,6 +14,7 @@ type metrics struct {
 	txnDuration    prometheus.Histogram
 	signDuration   prometheus.Histogram
 	signWait       prometheus.Histogram
+	dateSkew       prometheus.Counter
 	upDuration     prometheus.Histogram
 	sessions       prometheus.Gauge
 	sessionsDenied *prometheus.CounterVec // reason: limit, shutdown
@@ -40,6 +41,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Time spent signing one message.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
 		signWait: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "sign_wait_seconds",
 			Help: "Time a message waited for its turn to be signed (Options.SignConcurrency): CPU saturation.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
+		dateSkew: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "date_skew_total",
+			Help: "Messages S/MIME-signed more than an hour away from their Date field (Thunderbird marks such signatures, RULES S8)."}),
 		upDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "upstream_data_duration_seconds",
 			Help: "Time from upstream DATA to its final reply.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
 		sessions: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "sessions",
@@ -52,6 +55,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Configuration reloads, by result."}, []string{"result"}),
 	}
 	reg.MustRegister(m.accepted, m.rejected, m.signatures, m.upstream, m.bytes, m.txnDuration, m.signDuration,
-		m.signWait, m.upDuration, m.sessions, m.sessionsDenied, m.authFailures, m.reloads)
+		m.signWait, m.dateSkew, m.upDuration, m.sessions, m.sessionsDenied, m.authFailures, m.reloads)
 	return m
 }

@@ -202,3 +202,43 @@ func TestCloseDuringData(t *testing.T) {
 		t.Fatalf("upstream has %d messages", n)
 	}
 }
+
+// TestDateSkew: a message whose Date field is more than an hour from the
+// signing time is signed and relayed (mail queued during an outage comes
+// late), and counted and logged, since Thunderbird marks its signature
+// (RULES S8); one dated now is neither.
+func TestDateSkew(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	c := e.dial()
+	c.expect(250, "EHLO client.example.go.jp")
+	dated := func(d time.Time) string {
+		m := message("taro@mhlw.go.jp")
+		return strings.Replace(m, "Date: Thu, 26 Nov 2026 10:00:00 +0900", "Date: "+d.Format(time.RFC1123Z), 1)
+	}
+	for _, d := range []time.Time{time.Now(), time.Now().Add(-3 * time.Hour)} {
+		if code, text := c.send("taro@mhlw.go.jp", []string{"citizen@example.com"}, dated(d)); code != 250 {
+			t.Fatalf("Date %v: %d %s", d, code, text)
+		}
+	}
+	srv := httptest.NewServer(e.gw.Handler())
+	t.Cleanup(srv.Close)
+	resp, err := http.Get(srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	m, _ := io.ReadAll(resp.Body)
+	if !strings.Contains(string(m), "kakuin_gateway_date_skew_total 1\n") {
+		t.Errorf("/metrics lacks kakuin_gateway_date_skew_total 1")
+	}
+	var skewed []string
+	for _, l := range strings.Split(e.logs.String(), "\n") {
+		if strings.Contains(l, `"date_skew_s"`) {
+			skewed = append(skewed, l)
+		}
+	}
+	if len(skewed) != 1 || !strings.Contains(skewed[0], `"date_skew_s":1080`) {
+		t.Fatalf("log lines with date_skew_s (want one, about 10800 s): %q", skewed)
+	}
+}

@@ -60,6 +60,7 @@ type txn struct {
 	size         int64
 	utf8         bool // MAIL FROM carried SMTPUTF8 (RFC 6531 3.4)
 	headerFrom   string
+	dateSkew     time.Duration // signing time minus the Date field, when over maxDateSkew
 	result       signer.Result
 	upReply      string
 }
@@ -382,7 +383,7 @@ func (s *session) data(r io.Reader) (string, error) {
 	if err := headerCharset(head, t.utf8); err != nil {
 		return "", err
 	}
-	from, sender, err := originators(head)
+	from, sender, date, err := originators(head)
 	if err != nil {
 		return "", err
 	}
@@ -437,6 +438,13 @@ func (s *session) data(r io.Reader) (string, error) {
 	t.result = res
 	if res.SMIME {
 		g.m.signatures.WithLabelValues("smime").Inc()
+		// RULES S8: a signingTime more than an hour from the Date field
+		// shows as questionable in Thunderbird. Nothing to refuse (mail
+		// queued during an outage gets here late): counted and logged.
+		if d := g.opts.Now().Sub(date); !date.IsZero() && (d > maxDateSkew || d < -maxDateSkew) {
+			t.dateSkew = d
+			g.m.dateSkew.Inc()
+		}
 	}
 	g.m.signatures.WithLabelValues("dkim").Add(float64(len(res.DKIM)))
 
@@ -478,6 +486,10 @@ func (s *stopWriter) Write(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
+
+// maxDateSkew is how far from the Date field a signature may be made
+// before Thunderbird marks it (RULES S8).
+const maxDateSkew = time.Hour
 
 // received is the trace field this hop adds (RFC 5321 4.4), with the
 // transaction id that is also in the log; protocol names per RFC 3848.
@@ -538,6 +550,9 @@ func (s *session) end(err error) {
 		"smime", t.result.SMIME,
 		"dkim", t.result.DKIM,
 		"duration_ms", d.Milliseconds(),
+	}
+	if t.dateSkew != 0 {
+		attrs = append(attrs, "date_skew_s", int64(t.dateSkew.Seconds()))
 	}
 	if err == nil {
 		g.m.accepted.Inc()
