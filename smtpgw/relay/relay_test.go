@@ -141,16 +141,7 @@ func TestTLSRequiredAndVerified(t *testing.T) {
 
 func TestRefusedConnection(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	u, err := relay.New("smtp://"+addr, relay.Options{DialTimeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	u := deadUpstream(t)
 	if _, err := u.Begin(context.Background(), "a@example.go.jp", relay.MailOptions{}); !errors.Is(err, relay.ErrConnect) {
 		t.Fatalf("refused connection: %v, want ErrConnect", err)
 	}
@@ -373,17 +364,7 @@ func TestSupportsSMTPUTF8(t *testing.T) {
 		}
 	}
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	dead, err := relay.New("smtp://"+addr, relay.Options{DialTimeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := dead.(relay.UTF8Prober).SupportsSMTPUTF8(ctx); !errors.Is(err, relay.ErrConnect) {
+	if _, err := deadUpstream(t).(relay.UTF8Prober).SupportsSMTPUTF8(ctx); !errors.Is(err, relay.ErrConnect) {
 		t.Fatalf("nobody listening: %v", err)
 	}
 
@@ -394,4 +375,20 @@ func TestSupportsSMTPUTF8(t *testing.T) {
 	if got, err := m.(relay.UTF8Prober).SupportsSMTPUTF8(ctx); !got || err != nil {
 		t.Fatalf("maildir: %v, %v", got, err)
 	}
+}
+
+// deadUpstream is an SMTP upstream at a loopback port nobody listens on.
+func deadUpstream(t *testing.T) relay.Upstream {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	u, err := relay.New("smtp://"+addr, relay.Options{DialTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
 }
