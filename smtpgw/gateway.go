@@ -470,28 +470,102 @@ type gwConn struct {
 	commands int         // session commands since the last successful MAIL
 	idle     *time.Timer // MaxTimeWithoutMail, restarted by each successful MAIL
 	once     sync.Once
+
+	// Replies wait in out until go-smtp next reads from the connection
+	// (RFC 2920 3.2: a server may hold the replies to pipelined commands
+	// while it keeps reading them, and sends them all before it waits for
+	// input). A client that pipelines MAIL, RCPT and DATA gets the three
+	// replies in one segment, not three.
+	wmu  sync.Mutex
+	out  []byte
+	werr error // the first failed write: every later one fails too
 }
 
-// Write closes the connection when a write fails. go-smtp ignores the
-// error of every reply it writes (its bufio.Writer then fails every later
-// reply at once) and keeps reading commands: a client that stops reading
+// maxPending is how many reply bytes may wait for the next read; more are
+// written at once, so a client that pipelines without reading cannot make
+// the buffer grow.
+const maxPending = 16 << 10
+
+// Write holds p until the next Read, Close, or until maxPending bytes
+// wait (see out).
+//
+// A failed write closes the connection. go-smtp ignores the error of every
+// reply it writes and keeps reading commands: a client that stops reading
 // would keep its session, and a MaxSessions slot, until ReadTimeout, its
 // replies lost. Closing makes go-smtp's next read fail and end the
-// session; a transaction under way is aborted upstream (Logout) unless
-// the upstream has already accepted it. Limits.WriteTimeout,
-// which go-smtp sets before each reply, is what makes a stuck write fail.
+// session; a transaction under way is aborted upstream (Logout) unless the
+// upstream has already accepted it. Limits.WriteTimeout, set before each
+// write of what waits, is what makes a stuck write fail.
 func (c *gwConn) Write(p []byte) (int, error) {
-	n, err := c.Conn.Write(p)
-	if err != nil {
-		c.mu.Lock()
-		c.closed = true
-		c.mu.Unlock()
-		c.Close()
+	c.wmu.Lock()
+	if c.werr != nil {
+		err := c.werr
+		c.wmu.Unlock()
+		return 0, err
 	}
-	return n, err
+	c.out = append(c.out, p...)
+	var err error
+	if len(c.out) >= maxPending {
+		err = c.flushLocked()
+	}
+	c.wmu.Unlock()
+	if err != nil {
+		c.failed()
+		return 0, err
+	}
+	return len(p), nil
 }
 
+// Read sends the replies that wait before it waits for the client (RFC
+// 2920 3.2).
+func (c *gwConn) Read(p []byte) (int, error) {
+	c.wmu.Lock()
+	err := c.flushLocked()
+	c.wmu.Unlock()
+	if err != nil {
+		c.failed()
+		return 0, err
+	}
+	return c.Conn.Read(p)
+}
+
+// flushLocked writes what waits in out. c.wmu is held.
+func (c *gwConn) flushLocked() error {
+	if c.werr != nil || len(c.out) == 0 {
+		return c.werr
+	}
+	c.Conn.SetWriteDeadline(time.Now().Add(c.g.limits.WriteTimeout))
+	_, c.werr = c.Conn.Write(c.out)
+	if cap(c.out) > maxPending {
+		c.out = nil // a TLS handshake's certificates: do not keep the room
+	} else {
+		c.out = c.out[:0]
+	}
+	return c.werr
+}
+
+func (c *gwConn) failed() {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	c.Close()
+}
+
+// Close sends what waits (go-smtp's last reply, 221 or 421, or TLS's
+// close_notify) and closes. If a write is under way in another goroutine,
+// closing makes it fail instead of waiting for it.
 func (c *gwConn) Close() error {
+	if c.wmu.TryLock() {
+		if c.werr == nil && len(c.out) > 0 {
+			c.Conn.SetWriteDeadline(time.Now().Add(min(c.g.limits.WriteTimeout, 5*time.Second)))
+			_, c.werr = c.Conn.Write(c.out)
+			c.out = nil
+		}
+		if c.werr == nil {
+			c.werr = net.ErrClosed
+		}
+		c.wmu.Unlock()
+	}
 	err := c.Conn.Close()
 	c.once.Do(func() {
 		c.idle.Stop()
