@@ -17,6 +17,18 @@
 // temporary file and a link, so a key is never visible half-written or
 // with a wider mode, and an existing file is never replaced.
 //
+// # Keys in an HSM
+//
+// Any key file (a DKIM key, the issuing CA's key, a key in the certificate
+// store, the STARTTLS key) may hold instead an RFC 7512 pkcs11: URI naming
+// an RSA or ECDSA key on a PKCS#11 token, with the module and the PIN
+// file (PKCS11URI). The key stays in the HSM; signatures go through the
+// module (github.com/ThalesGroup/crypto11), and when the HSM fails they
+// fail, so nothing is signed without it. A binary built without cgo (the
+// static container image) cannot load a module and says so (ErrPKCS11).
+// Ed25519 DKIM keys stay in files: crypto11 signs with RSA and ECDSA keys
+// only.
+//
 // # Certificates
 //
 // Store indexes a directory by the rfc822Name SANs inside the certificates

@@ -69,10 +69,17 @@ func checkKeyMode(f *os.File, path string) error {
 // or Ed25519 key. A file that group or others may access is refused with
 // an error wrapping ErrKeyPermissions; any other failure wraps ErrKeyFile.
 // Encrypted PEM is not supported.
+//
+// A file holding a pkcs11: URI (PKCS11URI) instead names a key in an HSM:
+// the key is found through the PKCS#11 module, and failures wrap
+// ErrPKCS11.
 func LoadSigner(path string) (crypto.Signer, error) {
 	data, err := readKeyMaterial(path)
 	if err != nil {
 		return nil, err
+	}
+	if IsPKCS11URI(data) {
+		return loadPKCS11Signer(path, data)
 	}
 	k, err := ParseSigner(data)
 	if err != nil {

@@ -449,6 +449,18 @@ func scanFile(path, password string) (*scanned, error) {
 		return nil, nil // not a certificate or key file
 	}
 	out := &scanned{path: path}
+	if IsPKCS11URI(data) {
+		// A key in an HSM; its certificate is in another file.
+		if err := checkKeyMode(f, path); err != nil {
+			return nil, err
+		}
+		k, err := loadPKCS11Signer(path, data)
+		if err != nil {
+			return nil, err
+		}
+		out.keys = append(out.keys, k)
+		return out, nil
+	}
 	if bytes.Contains(data, []byte("-----BEGIN ")) {
 		for rest := data; ; {
 			var b *pem.Block
