@@ -1,0 +1,152 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/kakuin/kakuin/pki"
+	"github.com/kakuin/kakuin/pki/pkitest"
+)
+
+// TestGatewayHSM: the development PKI with its DKIM RSA key and its
+// issuing CA's key moved into a SoftHSM2 token (the key files now hold
+// pkcs11: URIs). The gateway starts, issues the sender's certificate and
+// signs DKIM through the HSM, and the message verifies as GENUINE. Then
+// the token goes away: the next message gets 451 4.3.0 and nothing
+// reaches the upstream (RULES: fail closed), and the log holds no PIN.
+func TestGatewayHSM(t *testing.T) {
+	dir := t.TempDir()
+	hsm := pkitest.NewSoftHSM(t, filepath.Join(testDir, "softhsm"))
+	pin, err := os.ReadFile(hsm.PINFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkiDir := filepath.Join(dir, "pki")
+	var out, errb bytes.Buffer
+	if code := run([]string{"pki", "init", "--dir", pkiDir, "--domain", "example.go.jp"}, nil, &out, &errb); code != exitOK {
+		t.Fatalf("pki init: %d %s", code, errb.String())
+	}
+	l := pki.Layout{Dir: pkiDir}
+	dkimKeys, _ := filepath.Glob(filepath.Join(l.DKIMDir(), "example.go.jp", "rsa-*.key"))
+	if len(dkimKeys) != 1 {
+		t.Fatalf("dkim rsa keys: %v", dkimKeys)
+	}
+	for label, path := range map[string]string{"dkim-rsa": dkimKeys[0], "issuing-ca": l.IssuerKey()} {
+		k, err := pki.LoadSigner(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		uri := hsm.Import(t, label, k)
+		if err := os.WriteFile(path, []byte(uri+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	outbox := filepath.Join(dir, "outbox")
+	for k, v := range map[string]string{
+		"KAKUIN_PKI_DIR":         pkiDir,
+		"KAKUIN_LISTEN":          "127.0.0.1:0",
+		"KAKUIN_METRICS_LISTEN":  "off",
+		"KAKUIN_CLIENT_NETWORKS": "127.0.0.0/8",
+		"KAKUIN_UPSTREAM":        "maildir:" + outbox,
+		"KAKUIN_HOSTNAME":        "gw.example.go.jp",
+	} {
+		t.Setenv(k, v)
+	}
+	var cfg gatewayConfig
+	if err := parseEnv(&cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Sign.validate(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	addrs := make(chan string, 1)
+	var logs syncWriter
+	done := make(chan int, 1)
+	go func() {
+		done <- serveGateway(ctx, &cfg, slog.New(slog.NewJSONHandler(&logs, nil)), make(chan os.Signal), func(smtpAddr, _ string) { addrs <- smtpAddr })
+	}()
+	var addr string
+	select {
+	case addr = <-addrs:
+	case code := <-done:
+		t.Fatalf("gateway exited %d: %s", code, logs.String())
+	case <-time.After(30 * time.Second):
+		t.Fatal("gateway did not start")
+	}
+	roots, err := pki.LoadTrustAnchors(l.TrustAnchors())
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func(subject string) error {
+		c, err := smtp.DialStartTLS(addr, &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"})
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		msg := "From: taro@example.go.jp\r\nTo: citizen@example.com\r\nSubject: " + subject + "\r\n\r\nSigned in the HSM.\r\n"
+		return c.SendMail("taro@example.go.jp", []string{"citizen@example.com"}, strings.NewReader(msg))
+	}
+	stored := func() []string {
+		files, _ := filepath.Glob(filepath.Join(outbox, "new", "*"))
+		return files
+	}
+
+	if err := send("through the HSM"); err != nil {
+		t.Fatalf("send: %v\n%s", err, logs.String())
+	}
+	files := stored()
+	if len(files) != 1 {
+		t.Fatalf("outbox has %d messages", len(files))
+	}
+	msg, err := os.ReadFile(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vout, verr bytes.Buffer
+	if code := run([]string{"verify", "--offline", "--zone", filepath.Join(pkiDir, "dns.zone"), "-"}, bytes.NewReader(msg), &vout, &verr); code != 0 || !strings.HasPrefix(vout.String(), "GENUINE: ") {
+		t.Fatalf("kakuin verify: exit %d\n%s%s", code, vout.String(), verr.String())
+	}
+	// The RSA DKIM signature, made in the HSM, verifies on its own.
+	rsaPass := false
+	for _, line := range strings.Split(vout.String(), "\n") {
+		f := strings.Fields(line)
+		rsaPass = rsaPass || len(f) >= 5 && f[0] == "dkim" && f[1] == "pass" && f[4] == "a=rsa-sha256"
+	}
+	if !rsaPass {
+		t.Fatalf("no passing rsa-sha256 DKIM signature:\n%s", vout.String())
+	}
+
+	hsm.DeleteToken(t)
+	err = send("after the HSM went away")
+	se, ok := err.(*smtp.SMTPError)
+	if !ok || se.Code != 451 || se.EnhancedCode != (smtp.EnhancedCode{4, 3, 0}) {
+		t.Fatalf("with the HSM gone: %v, want 451 4.3.0", err)
+	}
+	if n := len(stored()); n != 1 {
+		t.Fatalf("with the HSM gone the upstream got a message: %d in the outbox", n)
+	}
+	if !strings.Contains(logs.String(), `"reason":"signer_key"`) {
+		t.Fatalf("the refusal is not logged as signer_key (what KakuinSigningUnavailable counts):\n%s", logs.String())
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("gateway did not stop")
+	}
+	if p := strings.TrimSpace(string(pin)); strings.Contains(logs.String(), p) {
+		t.Fatal("the PIN is in the log")
+	}
+}
