@@ -436,3 +436,20 @@ func TestSignConcurrency(t *testing.T) {
 		t.Fatalf("%d messages upstream after sign timeouts", n)
 	}
 }
+
+// TestRcptPostmaster: RCPT TO:<Postmaster>, without a domain, must be
+// accepted (RFC 5321 4.1.1.3, 4.5.1); it is relayed as it came, for the
+// upstream's postmaster.
+func TestRcptPostmaster(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	c := e.dial()
+	c.expect(250, "EHLO client.example.go.jp")
+	if code, text := c.send("taro@mhlw.go.jp", []string{"Postmaster"}, message("taro@mhlw.go.jp")); code != 250 {
+		t.Fatalf("RCPT TO:<Postmaster>: %d %s", code, text)
+	}
+	m := e.up.Messages()
+	if len(m) != 1 || len(m[0].To) != 1 || !strings.EqualFold(m[0].To[0], "postmaster") {
+		t.Fatalf("upstream got %+v", m)
+	}
+}
