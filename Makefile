@@ -4,8 +4,9 @@
 GO        ?= go
 BIN       := bin/kakuin
 VAR       := var
-# Debian packages the tests and `make run` use: real peers, not mocks.
-DEB_PKGS  := openssl libnss3-tools softhsm2 python3-dkim python3-nacl python3-dnspython postfix libsasl2-modules swaks libmail-dkim-perl ca-certificates
+# Debian packages the tests and `make run` use: real peers, not mocks
+# (gcc: cgo, for -race and for loading PKCS#11 modules such as SoftHSM's).
+DEB_PKGS  := gcc openssl libnss3-tools softhsm2 python3-dkim python3-nacl python3-dnspython postfix libsasl2-modules swaks libmail-dkim-perl ca-certificates
 # What `make bench` adds: the Postfix + OpenDKIM baseline it measures against.
 BENCH_DEB_PKGS := opendkim opendkim-tools
 # Debian's python3, where python3-dkim lives (a pyenv python3 may come first on PATH).
