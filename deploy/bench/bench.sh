@@ -18,6 +18,9 @@
 #   BENCH_SIZES     message sizes in bytes (default "4096 102400")
 #   KAKUIN_BIN      kakuin binary (default bin/kakuin; `make build`)
 #   BENCH_KEEP=1    keep the work directory
+#   BENCH_SOURCE_FLAGS  extra smtp-source flags, e.g. "-d" (one connection
+#                   per session for all its messages; the default is one
+#                   connection per message)
 #
 # Installs opendkim and opendkim-tools from Debian when missing. Everything
 # listens on 127.0.0.1 and is stopped on exit (by pid, never by name).
@@ -25,6 +28,7 @@ set -euo pipefail
 
 WHICH=${1:-all}
 MESSAGES=${BENCH_MESSAGES:-2000}
+read -r -a SOURCE_FLAGS <<<"${BENCH_SOURCE_FLAGS:-}"
 SESSIONS=${BENCH_SESSIONS:-"20 100"}
 SIZES=${BENCH_SIZES:-"4096 102400"}
 KAKUIN_BIN=${KAKUIN_BIN:-bin/kakuin}
@@ -144,7 +148,7 @@ run_load() {
   local mpid=$!
   local c0 c1; c0=$(cpu_ticks "$memcmd")
   t0=$(date +%s.%N)
-  smtp-source -s "$s" -m "$MESSAGES" -l "$size" -f "$FROM" -t "$TO" 127.0.0.1:"$port" >"$W/source.out" 2>&1 || true
+  smtp-source "${SOURCE_FLAGS[@]}" -s "$s" -m "$MESSAGES" -l "$size" -f "$FROM" -t "$TO" 127.0.0.1:"$port" >"$W/source.out" 2>&1 || true
   t1=$(date +%s.%N)
   local deadline=$(( $(date +%s) + RUN_TIMEOUT ))
   while :; do
@@ -345,7 +349,7 @@ case $WHICH in
   *) echo "usage: $0 [all|opendkim|kakuin]" >&2; exit 2 ;;
 esac
 
-echo "bench: $(nproc) CPU(s), $(awk '/MemTotal/ {printf "%.1f GB", $2/1048576}' /proc/meminfo), load average $(cut -d' ' -f1-3 /proc/loadavg) before the run; $MESSAGES messages per run; $(date -u '+%Y-%m-%d %H:%M UTC')"
+echo "bench: $(nproc) CPU(s), $(awk '/MemTotal/ {printf "%.1f GB", $2/1048576}' /proc/meminfo), load average $(cut -d' ' -f1-3 /proc/loadavg) before the run; $MESSAGES messages per run; smtp-source ${BENCH_SOURCE_FLAGS:-(one connection per message)}; $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "bench: RSA-2048 signatures/s on all cores (openssl speed -multi $(nproc)): $(openssl speed -seconds 2 -multi "$(nproc)" rsa2048 2>/dev/null | awk '/^rsa 2048/ {print $6}')"
 DUMP=$W/dump
 start_sink "$DUMP"
