@@ -15,10 +15,28 @@ import (
 )
 
 // tokens keeps one logged-in crypto11 context per module, token and PIN,
-// shared by every key on that token, for the life of the process.
+// shared by every key on that token, until ClosePKCS11. Contexts replaced
+// by a fresh one stay open in retired: keys taken from them still sign.
 var tokens struct {
 	sync.Mutex
-	open map[string]*crypto11.Context
+	open    map[string]*crypto11.Context
+	retired []*crypto11.Context
+}
+
+// ClosePKCS11 logs out of every token and unloads the PKCS#11 modules
+// (the last context of a module finalises it): keys from them stop
+// signing. For the end of a process, and for tests, since a module reads
+// its configuration when it is loaded.
+func ClosePKCS11() {
+	tokens.Lock()
+	defer tokens.Unlock()
+	for _, ctx := range tokens.open {
+		ctx.Close()
+	}
+	for _, ctx := range tokens.retired {
+		ctx.Close()
+	}
+	tokens.open, tokens.retired = nil, nil
 }
 
 // openPKCS11Key finds the private key u names, on the token's shared
@@ -56,6 +74,9 @@ func openPKCS11Key(u PKCS11URI, pin string) (crypto.Signer, error) {
 	if err != nil {
 		ctx.Close()
 		return nil, err
+	}
+	if old := tokens.open[id]; old != nil {
+		tokens.retired = append(tokens.retired, old)
 	}
 	tokens.open[id] = ctx
 	return s, nil

@@ -12,3 +12,6 @@ import (
 func openPKCS11Key(u PKCS11URI, _ string) (crypto.Signer, error) {
 	return nil, fmt.Errorf("%w: %s: this kakuin was built without cgo (CGO_ENABLED=0) and cannot load a PKCS#11 module; build it with cgo", ErrPKCS11, u)
 }
+
+// ClosePKCS11 has nothing to close without cgo.
+func ClosePKCS11() {}

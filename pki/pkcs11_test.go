@@ -74,7 +74,7 @@ func TestParsePKCS11URI(t *testing.T) {
 // file mode error), naming neither key nor PIN.
 func TestPKCS11Keys(t *testing.T) {
 	dir := t.TempDir()
-	hsm := pkitest.NewSoftHSM(t, dir)
+	hsm := pkitest.NewSoftHSM(t)
 	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		t.Fatal(err)

@@ -171,6 +171,8 @@ func serveGateway(ctx context.Context, cfg *gatewayConfig, log *slog.Logger, hup
 		log.Error("kakuin gateway: "+what, "error", oneLine(err))
 		return code
 	}
+	// Log out of the HSM tokens, if any, once every session is done.
+	defer pki.ClosePKCS11()
 	dyn, closer, err := cfg.dynamic()
 	if err != nil {
 		return fail(exitUsage, "configuration", err)

@@ -25,7 +25,7 @@ import (
 // reaches the upstream (RULES: fail closed), and the log holds no PIN.
 func TestGatewayHSM(t *testing.T) {
 	dir := t.TempDir()
-	hsm := pkitest.NewSoftHSM(t, filepath.Join(testDir, "softhsm"))
+	hsm := pkitest.NewSoftHSM(t)
 	pin, err := os.ReadFile(hsm.PINFile)
 	if err != nil {
 		t.Fatal(err)

@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync/atomic"
 	"testing"
 
 	"github.com/kakuin/kakuin/pki"
@@ -22,9 +21,10 @@ const SoftHSMModule = "/usr/lib/softhsm/libsofthsm2.so"
 // and used through PKCS#11 by URI, the way kakuin uses a real HSM.
 //
 // SoftHSM reads its configuration (SOFTHSM2_CONF, the token directory)
-// once per process, when the module is first loaded, and a loaded module
-// does not see tokens created after it: a test process gets one SoftHSM,
-// made before anything loads the module.
+// when the module is loaded, and a loaded module does not see tokens made
+// after it: NewSoftHSM sets the variable for the test, and unloads the
+// module (pki.ClosePKCS11) when the test ends, so that the next test loads
+// it afresh.
 type SoftHSM struct {
 	// Token is the token label, PINFile the file (mode 0600) holding its
 	// user PIN.
@@ -32,21 +32,17 @@ type SoftHSM struct {
 	dir            string
 }
 
-var softHSMs atomic.Int32
-
-// NewSoftHSM makes a SoftHSM2 configuration and token directory in dir,
-// points SOFTHSM2_CONF at it for this process (os.Setenv: the variable
-// stays set) and initialises a token with a random PIN. It fails the test
-// if softhsm2-util is missing or if the process already made one.
-func NewSoftHSM(tb testing.TB, dir string) *SoftHSM {
+// NewSoftHSM makes a SoftHSM2 configuration and token directory in a
+// temporary directory, points SOFTHSM2_CONF at it (tb.Setenv: the test
+// may not be parallel) and initialises a token with a random PIN. It fails
+// the test if softhsm2-util is missing.
+func NewSoftHSM(tb testing.TB) *SoftHSM {
 	tb.Helper()
-	if softHSMs.Add(1) != 1 {
-		tb.Fatal("pkitest: one SoftHSM per test process (SoftHSM reads its configuration once)")
-	}
 	if _, err := exec.LookPath("softhsm2-util"); err != nil {
 		tb.Fatal("pkitest: softhsm2-util not found: install Debian's softhsm2 (make deps)")
 	}
-	tokens := filepath.Join(dir, "softhsm-tokens")
+	dir := tb.TempDir()
+	tokens := filepath.Join(dir, "tokens")
 	if err := os.MkdirAll(tokens, 0o700); err != nil {
 		tb.Fatal(err)
 	}
@@ -54,7 +50,8 @@ func NewSoftHSM(tb testing.TB, dir string) *SoftHSM {
 	if err := os.WriteFile(conf, []byte("directories.tokendir = "+tokens+"\nobjectstore.backend = file\nlog.level = ERROR\n"), 0o600); err != nil {
 		tb.Fatal(err)
 	}
-	os.Setenv("SOFTHSM2_CONF", conf)
+	tb.Setenv("SOFTHSM2_CONF", conf)
+	tb.Cleanup(pki.ClosePKCS11) // runs before the variable is restored
 	var pin [8]byte
 	rand.Read(pin[:])
 	h := &SoftHSM{Token: "kakuin-test", PINFile: filepath.Join(dir, "hsm.pin"), dir: dir}
