@@ -453,3 +453,78 @@ func TestRcptPostmaster(t *testing.T) {
 		t.Fatalf("upstream got %+v", m)
 	}
 }
+
+// hungSealer blocks, deaf to its context, until release is closed, as a
+// PKCS#11 call to an HSM that stopped answering does; then it signs.
+type hungSealer struct {
+	Sealer
+	release chan struct{}
+	started chan struct{}
+}
+
+func (s *hungSealer) Sign(ctx context.Context, dst io.Writer, src io.Reader) (signer.Result, error) {
+	s.started <- struct{}{}
+	<-s.release
+	return s.Sealer.Sign(context.Background(), dst, src)
+}
+
+// TestSignerHung: a signer that ignores its context still gets the client
+// a 451 4.3.0 at the sign timeout, and nothing is relayed; it keeps its
+// turn until it returns, so the next message, waiting for a turn, gets
+// 451 4.3.0 too; once it returns, the turn is free and mail flows again.
+func TestSignerHung(t *testing.T) {
+	t.Parallel()
+	var hung *hungSealer
+	e := newEnv(t, func(o *Options) {
+		hung = &hungSealer{Sealer: o.Sealer, release: make(chan struct{}), started: make(chan struct{}, 4)}
+		o.Sealer = hung
+		o.SignConcurrency = 1
+		o.Limits.SignTimeout = 300 * time.Millisecond
+	})
+	var once sync.Once
+	release := func() { once.Do(func() { close(hung.release) }) }
+	t.Cleanup(release) // so that a failing test does not leave the gateway hung
+	c := e.dial()
+	c.expect(250, "EHLO client.example.go.jp")
+	type reply struct {
+		code int
+		text string
+	}
+	first := make(chan reply, 1)
+	go func() {
+		code, text := c.send("taro@example.go.jp", []string{"citizen@example.com"}, message("taro@example.go.jp"))
+		first <- reply{code, text}
+	}()
+	var code int
+	var text string
+	select {
+	case r := <-first:
+		code, text = r.code, r.text
+	case <-time.After(5 * time.Second):
+		t.Fatal("no reply 5 s into a hung signing, with a sign timeout of 300 ms")
+	}
+	if code != 451 || !strings.Contains(text, "4.3.0") {
+		t.Fatalf("hung signer: %d %s", code, text)
+	}
+	<-hung.started
+	code, text = c.send("taro@example.go.jp", []string{"citizen@example.com"}, message("taro@example.go.jp"))
+	if code != 451 || !strings.Contains(text, "4.3.0") {
+		t.Fatalf("waiting for the hung signer's turn: %d %s", code, text)
+	}
+	if n := e.up.Count(); n != 0 {
+		t.Fatalf("%d messages relayed while the signer hung", n)
+	}
+	release()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		code, text = c.send("taro@example.go.jp", []string{"citizen@example.com"}, message("taro@example.go.jp"))
+		if code == 250 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the signer returned: %d %s", code, text)
+		}
+	}
+	if n := e.up.Count(); n != 1 {
+		t.Fatalf("%d messages upstream, want the one sent after the signer returned", n)
+	}
+}

@@ -357,7 +357,14 @@ func (s *session) data(r io.Reader) (string, error) {
 	l := g.limits
 	chk := &checker{maxSize: l.MaxMessageBytes, maxLine: l.MaxLineLength, maxHeader: l.MaxHeaderBytes}
 	in := &spool{threshold: g.opts.SpoolMemory, dir: g.opts.SpoolDir}
-	defer in.Close()
+	// handedOff: a signer that outlived the sign timeout still reads in
+	// and writes signed; it closes them when it returns.
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			in.Close()
+		}
+	}()
 	// Read all of it even after a violation, so that the reply comes
 	// after the client's final dot and nothing is read as a command.
 	_, err := io.Copy(io.MultiWriter(chk, &stopWriter{w: in, chk: chk}), r)
@@ -398,7 +405,11 @@ func (s *session) data(r io.Reader) (string, error) {
 	}
 
 	signed := &spool{threshold: g.opts.SpoolMemory, dir: g.opts.SpoolDir}
-	defer signed.Close()
+	defer func() {
+		if !handedOff {
+			signed.Close()
+		}
+	}()
 	// The signed message is the message, a few fields and the signature
 	// part longer: room for it at once, instead of doubling into it.
 	signed.expect(in.Len() + in.Len()/64 + 16<<10)
@@ -411,12 +422,44 @@ func (s *session) data(r io.Reader) (string, error) {
 	var res signer.Result
 	select {
 	case g.signing <- struct{}{}:
-		func() {
-			defer func() { <-g.signing }() // even if Sign panics
-			g.m.signWait.Observe(time.Since(start).Seconds())
-			start = time.Now() // sign_duration_seconds times signing, not the wait
-			res, err = cfg.Sealer.Sign(ctx, signed, src)
+		g.m.signWait.Observe(time.Since(start).Seconds())
+		start = time.Now() // sign_duration_seconds times signing, not the wait
+		// Signing runs apart, so that the reply keeps to the sign timeout
+		// even when the signer does not heed its context: a PKCS#11 call
+		// to an HSM that stopped answering cannot be interrupted. Such a
+		// signer keeps its turn (the capacity is really taken) and the
+		// spools until it returns; the client gets 451 4.3.0 now and
+		// nothing is relayed.
+		done := make(chan struct{})
+		var sres signer.Result
+		var serr error
+		go func() {
+			defer close(done)
+			defer func() { <-g.signing }()
+			defer func() {
+				if p := recover(); p != nil {
+					serr = fmt.Errorf("%w: signer panicked: %v", signer.ErrKey, p)
+				}
+			}()
+			sres, serr = cfg.Sealer.Sign(ctx, signed, src)
 		}()
+		select {
+		case <-done:
+			res, err = sres, serr
+		case <-ctx.Done():
+			handedOff = true
+			go func() {
+				<-done
+				in.Close()
+				signed.Close()
+			}()
+			cancel()
+			g.m.signDuration.Observe(time.Since(start).Seconds())
+			if s.ctx.Err() == nil {
+				return "", fmt.Errorf("%w: signing took longer than %v: %w", signer.ErrKey, l.SignTimeout, ctx.Err())
+			}
+			return "", ctx.Err()
+		}
 	case <-ctx.Done():
 		g.m.signWait.Observe(time.Since(start).Seconds())
 		err = fmt.Errorf("%w: waiting for a turn to sign: %w", signer.ErrKey, ctx.Err())
