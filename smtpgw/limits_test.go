@@ -528,3 +528,37 @@ func TestSignerHung(t *testing.T) {
 		t.Fatalf("%d messages upstream, want the one sent after the signer returned", n)
 	}
 }
+
+type panickySealer struct{ Sealer }
+
+func (panickySealer) Sign(context.Context, io.Writer, io.Reader) (signer.Result, error) {
+	panic("signer bug")
+}
+
+// TestSignerPanics: a signer that panics costs the message a 451 4.3.0,
+// not the process, and gives its turn back.
+func TestSignerPanics(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(o *Options) {
+		o.Sealer = panickySealer{o.Sealer}
+		o.SignConcurrency = 1
+		o.Limits.SignTimeout = 4 * time.Second
+	})
+	c := e.dial()
+	c.expect(250, "EHLO client.example.go.jp")
+	for range 3 {
+		t0 := time.Now()
+		code, text := c.send("taro@example.go.jp", []string{"citizen@example.com"}, message("taro@example.go.jp"))
+		if code != 451 || !strings.Contains(text, "4.3.0") {
+			t.Fatalf("panicking signer: %d %s", code, text)
+		}
+		// With one turn, one not given back would make the next wait
+		// for the whole sign timeout.
+		if d := time.Since(t0); d > 2*time.Second {
+			t.Fatalf("the reply took %v", d)
+		}
+	}
+	if n := e.up.Count(); n != 0 {
+		t.Fatalf("%d messages relayed", n)
+	}
+}
