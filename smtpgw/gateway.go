@@ -117,6 +117,24 @@ type Limits struct {
 	SignTimeout time.Duration
 }
 
+// check refuses a negative limit: none means "unlimited", and a negative
+// timeout would time out every command at once.
+func (l *Limits) check() error {
+	for name, v := range map[string]int64{
+		"MaxMessageBytes": l.MaxMessageBytes, "MaxRecipients": int64(l.MaxRecipients),
+		"MaxSessions": int64(l.MaxSessions), "MaxCommandsWithoutMail": int64(l.MaxCommandsWithoutMail),
+		"MaxTimeWithoutMail": int64(l.MaxTimeWithoutMail), "MaxHeaderBytes": l.MaxHeaderBytes,
+		"MaxLineLength": int64(l.MaxLineLength), "ReadTimeout": int64(l.ReadTimeout),
+		"WriteTimeout": int64(l.WriteTimeout), "MessagesPerMinute": int64(l.MessagesPerMinute),
+		"RateBurst": int64(l.RateBurst), "SignTimeout": int64(l.SignTimeout),
+	} {
+		if v < 0 {
+			return fmt.Errorf("smtpgw: limit %s is negative", name)
+		}
+	}
+	return nil
+}
+
 func (l *Limits) defaults() {
 	if l.MaxMessageBytes == 0 {
 		l.MaxMessageBytes = 32 << 20
@@ -229,6 +247,9 @@ func New(opts Options) (*Gateway, error) {
 		return nil, errors.New("smtpgw: no upstream")
 	}
 	if err := opts.Config.check(); err != nil {
+		return nil, err
+	}
+	if err := opts.Limits.check(); err != nil {
 		return nil, err
 	}
 	opts.Limits.defaults()

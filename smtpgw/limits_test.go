@@ -562,3 +562,20 @@ func TestSignerPanics(t *testing.T) {
 		t.Fatalf("%d messages relayed", n)
 	}
 }
+
+// TestNegativeLimits: New refuses a negative limit, naming it.
+func TestNegativeLimits(t *testing.T) {
+	t.Parallel()
+	var base Options
+	newEnv(t, func(o *Options) { base = *o })
+	opts := base
+	opts.Limits.SignTimeout = -time.Second
+	if _, err := New(opts); err == nil || !strings.Contains(err.Error(), "SignTimeout") {
+		t.Fatalf("negative SignTimeout: %v", err)
+	}
+	opts = base
+	opts.Limits.MaxRecipients = -1
+	if _, err := New(opts); err == nil || !strings.Contains(err.Error(), "MaxRecipients") {
+		t.Fatalf("negative MaxRecipients: %v", err)
+	}
+}

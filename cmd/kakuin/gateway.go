@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"reflect"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -66,6 +67,7 @@ type gatewayConfig struct {
 	MaxLineLength     int           `env:"MAX_LINE_LENGTH" envDefault:"2000" help:"longest line, without CRLF"`
 	ReadTimeout       time.Duration `env:"READ_TIMEOUT" envDefault:"5m" help:"wait for each client command or data chunk"`
 	WriteTimeout      time.Duration `env:"WRITE_TIMEOUT" envDefault:"1m" help:"wait for each reply to be sent"`
+	SignTimeout       time.Duration `env:"SIGN_TIMEOUT" envDefault:"1m" help:"longest wait for a turn to sign plus the signing (an HSM that stopped answering): then 451 4.3.0"`
 	MessagesPerMinute int           `env:"RATE_PER_MINUTE" envDefault:"6000" help:"messages per minute per client (451 4.7.1 beyond)"`
 	RateBurst         int           `env:"RATE_BURST" envDefault:"0" help:"messages a client may send at once (0: RATE_PER_MINUTE)"`
 	ShutdownGrace     time.Duration `env:"SHUTDOWN_GRACE" envDefault:"30s" help:"on SIGTERM, how long transactions in flight may take to finish"`
@@ -101,6 +103,10 @@ func runGateway(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "kakuin gateway: %s\n", oneLine(err))
 		return exitUsage
 	}
+	if err := cfg.checkLimits(); err != nil {
+		fmt.Fprintf(stderr, "kakuin gateway: %s\n", oneLine(err))
+		return exitUsage
+	}
 	log := slog.New(slog.NewJSONHandler(stderr, nil))
 	gcDefault(os.LookupEnv)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -109,6 +115,20 @@ func runGateway(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	return serveGateway(ctx, &cfg, log, hup, nil)
+}
+
+// checkLimits refuses a negative number or duration among the gateway's
+// own variables, naming it: no limit means "unlimited", and a negative
+// timeout would time out everything at once.
+func (c *gatewayConfig) checkLimits() error {
+	v := reflect.ValueOf(c).Elem()
+	for i := range v.NumField() {
+		name := v.Type().Field(i).Tag.Get("env")
+		if f := v.Field(i); name != "" && (f.Kind() == reflect.Int || f.Kind() == reflect.Int64) && f.Int() < 0 {
+			return fmt.Errorf("%s%s must not be negative", envPrefix, name)
+		}
+	}
+	return nil
 }
 
 // gatewayGOGC is the gateway's garbage-collection target unless GOGC is
@@ -208,6 +228,7 @@ func serveGateway(ctx context.Context, cfg *gatewayConfig, log *slog.Logger, hup
 			MaxLineLength:          cfg.MaxLineLength,
 			ReadTimeout:            cfg.ReadTimeout,
 			WriteTimeout:           cfg.WriteTimeout,
+			SignTimeout:            cfg.SignTimeout,
 			MessagesPerMinute:      cfg.MessagesPerMinute,
 			RateBurst:              cfg.RateBurst,
 		},

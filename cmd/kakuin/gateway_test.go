@@ -158,6 +158,13 @@ func TestGatewayConfigErrors(t *testing.T) {
 	if code := run([]string{"gateway", "extra"}, nil, &out, &errb); code != exitUsage {
 		t.Fatalf("extra argument: exit %d", code)
 	}
+	// A negative limit is refused, naming the variable.
+	t.Setenv("KAKUIN_CLIENT_NETWORKS", "127.0.0.0/8")
+	t.Setenv("KAKUIN_SIGN_TIMEOUT", "-1s")
+	errb.Reset()
+	if code := run([]string{"gateway"}, nil, &out, &errb); code != exitUsage || !strings.Contains(errb.String(), "KAKUIN_SIGN_TIMEOUT must not be negative") {
+		t.Fatalf("negative sign timeout: exit %d, stderr %s", code, errb.String())
+	}
 	out.Reset()
 	if code := run([]string{"gateway", "--help"}, nil, &out, &errb); code != exitOK || !strings.Contains(out.String(), "KAKUIN_UPSTREAM") {
 		t.Fatalf("--help: %d %s", code, out.String())
