@@ -41,7 +41,7 @@ func TestGatewayCommand(t *testing.T) {
 	if err := os.WriteFile(policy, []byte("net:127.0.0.0/8 example.go.jp\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	for k, v := range map[string]string{
+	gw := startGateway(t, map[string]string{
 		"KAKUIN_PKI_DIR":         pkiDir,
 		"KAKUIN_LISTEN":          "127.0.0.1:0",
 		"KAKUIN_METRICS_LISTEN":  "127.0.0.1:0",
@@ -49,33 +49,8 @@ func TestGatewayCommand(t *testing.T) {
 		"KAKUIN_UPSTREAM":        "maildir:" + outbox,
 		"KAKUIN_SENDER_POLICY":   policy,
 		"KAKUIN_HOSTNAME":        "gw.example.go.jp",
-	} {
-		t.Setenv(k, v)
-	}
-	var cfg gatewayConfig
-	if err := parseEnv(&cfg); err != nil {
-		t.Fatal(err)
-	}
-	if err := cfg.Sign.validate(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	hup := make(chan os.Signal, 1)
-	addrs := make(chan string, 1)
-	var logs syncWriter
-	done := make(chan int, 1)
-	go func() {
-		done <- serveGateway(ctx, &cfg, slog.New(slog.NewJSONHandler(&logs, nil)), hup, func(smtpAddr, _ string) { addrs <- smtpAddr })
-	}()
-	var addr string
-	select {
-	case addr = <-addrs:
-	case code := <-done:
-		t.Fatalf("gateway exited %d: %s", code, logs.String())
-	case <-time.After(30 * time.Second):
-		t.Fatal("gateway did not start")
-	}
+	})
+	addr, hup, logs := gw.addr, gw.hup, gw.logs
 	roots, err := pki.LoadTrustAnchors(filepath.Join(pkiDir, "trust-anchors.pem"))
 	if err != nil {
 		t.Fatal(err)
@@ -134,14 +109,8 @@ func TestGatewayCommand(t *testing.T) {
 	if !strings.Contains(logs.String(), "reload failed") {
 		t.Fatalf("no reload failure logged:\n%s", logs.String())
 	}
-	cancel()
-	select {
-	case code := <-done:
-		if code != exitOK {
-			t.Fatalf("exit %d", code)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("gateway did not stop")
+	if code := gw.stop(); code != exitOK {
+		t.Fatalf("exit %d", code)
 	}
 	if strings.Contains(logs.String(), "Hello.") {
 		t.Fatal("message content in the log")
@@ -169,6 +138,59 @@ func TestGatewayConfigErrors(t *testing.T) {
 	if code := run([]string{"gateway", "--help"}, nil, &out, &errb); code != exitOK || !strings.Contains(out.String(), "KAKUIN_UPSTREAM") {
 		t.Fatalf("--help: %d %s", code, out.String())
 	}
+}
+
+// testGateway is `kakuin gateway` run in-process by startGateway.
+type testGateway struct {
+	addr string
+	hup  chan os.Signal
+	logs *syncWriter
+	stop func() int // cancels it and returns its exit status
+}
+
+// startGateway sets env (t.Setenv: the test may not be parallel), starts
+// serveGateway as `kakuin gateway` would and waits until it listens.
+func startGateway(t *testing.T, env map[string]string) *testGateway {
+	t.Helper()
+	for k, v := range env {
+		t.Setenv(k, v)
+	}
+	var cfg gatewayConfig
+	if err := parseEnv(&cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Sign.validate(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	gw := &testGateway{hup: make(chan os.Signal, 1), logs: &syncWriter{}}
+	addrs := make(chan string, 1)
+	done := make(chan int, 1)
+	go func() {
+		done <- serveGateway(ctx, &cfg, slog.New(slog.NewJSONHandler(gw.logs, nil)), gw.hup, func(smtpAddr, _ string) { addrs <- smtpAddr })
+	}()
+	var once sync.Once
+	code := -1
+	gw.stop = func() int {
+		once.Do(func() {
+			cancel()
+			select {
+			case code = <-done:
+			case <-time.After(30 * time.Second):
+				t.Error("gateway did not stop")
+			}
+		})
+		return code
+	}
+	t.Cleanup(func() { gw.stop() })
+	select {
+	case gw.addr = <-addrs:
+	case code := <-done:
+		t.Fatalf("gateway exited %d: %s", code, gw.logs.String())
+	case <-time.After(30 * time.Second):
+		t.Fatal("gateway did not start")
+	}
+	return gw
 }
 
 // syncWriter is a bytes.Buffer safe for the gateway's goroutines.

@@ -2,14 +2,11 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"crypto/tls"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/emersion/go-smtp"
 
@@ -52,39 +49,15 @@ func TestGatewayHSM(t *testing.T) {
 	}
 
 	outbox := filepath.Join(dir, "outbox")
-	for k, v := range map[string]string{
+	gw := startGateway(t, map[string]string{
 		"KAKUIN_PKI_DIR":         pkiDir,
 		"KAKUIN_LISTEN":          "127.0.0.1:0",
 		"KAKUIN_METRICS_LISTEN":  "off",
 		"KAKUIN_CLIENT_NETWORKS": "127.0.0.0/8",
 		"KAKUIN_UPSTREAM":        "maildir:" + outbox,
 		"KAKUIN_HOSTNAME":        "gw.example.go.jp",
-	} {
-		t.Setenv(k, v)
-	}
-	var cfg gatewayConfig
-	if err := parseEnv(&cfg); err != nil {
-		t.Fatal(err)
-	}
-	if err := cfg.Sign.validate(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	addrs := make(chan string, 1)
-	var logs syncWriter
-	done := make(chan int, 1)
-	go func() {
-		done <- serveGateway(ctx, &cfg, slog.New(slog.NewJSONHandler(&logs, nil)), make(chan os.Signal), func(smtpAddr, _ string) { addrs <- smtpAddr })
-	}()
-	var addr string
-	select {
-	case addr = <-addrs:
-	case code := <-done:
-		t.Fatalf("gateway exited %d: %s", code, logs.String())
-	case <-time.After(30 * time.Second):
-		t.Fatal("gateway did not start")
-	}
+	})
+	addr, logs := gw.addr, gw.logs
 	roots, err := pki.LoadTrustAnchors(l.TrustAnchors())
 	if err != nil {
 		t.Fatal(err)
@@ -140,12 +113,7 @@ func TestGatewayHSM(t *testing.T) {
 	if !strings.Contains(logs.String(), `"reason":"signer_key"`) {
 		t.Fatalf("the refusal is not logged as signer_key (what KakuinSigningUnavailable counts):\n%s", logs.String())
 	}
-	cancel()
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		t.Fatal("gateway did not stop")
-	}
+	gw.stop()
 	if p := strings.TrimSpace(string(pin)); strings.Contains(logs.String(), p) {
 		t.Fatal("the PIN is in the log")
 	}
