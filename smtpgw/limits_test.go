@@ -532,7 +532,7 @@ func TestSignerHung(t *testing.T) {
 type panickySealer struct{ Sealer }
 
 func (panickySealer) Sign(context.Context, io.Writer, io.Reader) (signer.Result, error) {
-	panic("signer bug")
+	panic("signer bug, quoting the message: Hello.")
 }
 
 // TestSignerPanics: a signer that panics costs the message a 451 4.3.0,
@@ -560,6 +560,9 @@ func TestSignerPanics(t *testing.T) {
 	}
 	if n := e.up.Count(); n != 0 {
 		t.Fatalf("%d messages relayed", n)
+	}
+	if logs := e.logs.String(); !strings.Contains(logs, "signer panicked: string") || strings.Contains(logs, "Hello.") {
+		t.Fatalf("the panic is not logged by its type alone:\n%s", logs)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -438,7 +439,13 @@ func (s *session) data(r io.Reader) (string, error) {
 			defer func() { <-g.signing }()
 			defer func() {
 				if p := recover(); p != nil {
-					serr = fmt.Errorf("%w: signer panicked: %v", signer.ErrKey, p)
+					// The panic's own value may quote the message: only a
+					// runtime error (an index, a nil pointer) is shown.
+					what := fmt.Sprintf("%T", p)
+					if re, ok := p.(runtime.Error); ok {
+						what = re.Error()
+					}
+					serr = fmt.Errorf("%w: signer panicked: %s", signer.ErrKey, what)
 				}
 			}()
 			sres, serr = cfg.Sealer.Sign(ctx, signed, src)
