@@ -14,12 +14,13 @@ import (
 	"github.com/kakuin/kakuin/pki/pkitest"
 )
 
-// TestGatewayHSM: the development PKI with its DKIM RSA key and its
-// issuing CA's key moved into a SoftHSM2 token (the key files now hold
-// pkcs11: URIs). The gateway starts, issues the sender's certificate and
-// signs DKIM through the HSM, and the message verifies as GENUINE. Then
-// the token goes away: the next message gets 451 4.3.0 and nothing
-// reaches the upstream (RULES: fail closed), and the log holds no PIN.
+// TestGatewayHSM: the development PKI with its DKIM RSA key, its issuing
+// CA's key and the STARTTLS key moved into a SoftHSM2 token (the key files
+// now hold pkcs11: URIs). The gateway starts, does STARTTLS, issues the
+// sender's certificate and signs DKIM through the HSM, and the message
+// verifies as GENUINE. Then the token goes away: STARTTLS fails, and the
+// next message (in plaintext, from the trusted network) gets 451 4.3.0
+// and nothing reaches the upstream (fail closed); the log holds no PIN.
 func TestGatewayHSM(t *testing.T) {
 	dir := t.TempDir()
 	hsm := pkitest.NewSoftHSM(t)
@@ -37,7 +38,7 @@ func TestGatewayHSM(t *testing.T) {
 	if len(dkimKeys) != 1 {
 		t.Fatalf("dkim rsa keys: %v", dkimKeys)
 	}
-	for label, path := range map[string]string{"dkim-rsa": dkimKeys[0], "issuing-ca": l.IssuerKey()} {
+	for label, path := range map[string]string{"dkim-rsa": dkimKeys[0], "issuing-ca": l.IssuerKey(), "starttls": l.TLSKey()} {
 		k, err := pki.LoadSigner(path)
 		if err != nil {
 			t.Fatal(err)
@@ -62,8 +63,14 @@ func TestGatewayHSM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	send := func(subject string) error {
-		c, err := smtp.DialStartTLS(addr, &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"})
+	send := func(subject string, startTLS bool) error {
+		var c *smtp.Client
+		var err error
+		if startTLS {
+			c, err = smtp.DialStartTLS(addr, &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"})
+		} else {
+			c, err = smtp.Dial(addr)
+		}
 		if err != nil {
 			return err
 		}
@@ -76,7 +83,7 @@ func TestGatewayHSM(t *testing.T) {
 		return files
 	}
 
-	if err := send("through the HSM"); err != nil {
+	if err := send("through the HSM", true); err != nil {
 		t.Fatalf("send: %v\n%s", err, logs.String())
 	}
 	files := stored()
@@ -102,7 +109,12 @@ func TestGatewayHSM(t *testing.T) {
 	}
 
 	hsm.DeleteToken(t)
-	err = send("after the HSM went away")
+	// The STARTTLS key went with the token: no handshake any more. A
+	// client from the trusted network may still speak in plaintext.
+	if err := send("STARTTLS after the HSM went away", true); err == nil {
+		t.Fatal("STARTTLS worked with its key gone")
+	}
+	err = send("after the HSM went away", false)
 	se, ok := err.(*smtp.SMTPError)
 	if !ok || se.Code != 451 || se.EnhancedCode != (smtp.EnhancedCode{4, 3, 0}) {
 		t.Fatalf("with the HSM gone: %v, want 451 4.3.0", err)
