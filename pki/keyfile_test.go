@@ -121,6 +121,11 @@ func TestLoadSignerFormats(t *testing.T) {
 		if !k.Public().(interface{ Equal(crypto.PublicKey) bool }).Equal(c.key.Public()) {
 			t.Errorf("%s: wrong key", name)
 		}
+		// A key in memory cannot become unavailable: readiness does not
+		// sign with it (only keys in an HSM are probed).
+		if _, ok := k.(pki.KeyProber); ok {
+			t.Errorf("%s: a key from a file is a KeyProber", name)
+		}
 	}
 }
 

@@ -3,6 +3,7 @@
 package pki
 
 import (
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/rsa"
@@ -96,8 +97,25 @@ func findPKCS11Key(ctx *crypto11.Context, u PKCS11URI) (crypto.Signer, error) {
 	}
 	switch s.Public().(type) {
 	case *rsa.PublicKey, *ecdsa.PublicKey:
-		return s, nil
+		return &hsmKey{Signer: s, uri: u}, nil
 	default:
 		return nil, fmt.Errorf("%w: %s: key type %T (RSA or ECDSA)", ErrPKCS11, u, s.Public())
 	}
+}
+
+// hsmKey is a private key in a PKCS#11 token. It signs through the token
+// and, as a KeyProber, can check that it still does.
+type hsmKey struct {
+	crypto.Signer
+	uri PKCS11URI
+}
+
+// ProbeKeys implements KeyProber: one signature through the token. A
+// PKCS#11 call cannot be interrupted, so ctx is not consulted; the caller
+// bounds the wait.
+func (k *hsmKey) ProbeKeys(context.Context) error {
+	if err := probeSigner(k.Signer); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrPKCS11, k.uri, err)
+	}
+	return nil
 }

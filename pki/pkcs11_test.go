@@ -201,11 +201,41 @@ func TestPKCS11Keys(t *testing.T) {
 	if !errors.Is(err, pki.ErrKeyPermissions) || !errors.Is(err, pki.ErrPKCS11) {
 		t.Errorf("PIN file mode 0644: %v", err)
 	}
-	// The HSM goes away: the keys already loaded fail to sign.
+	// Probes (what the gateway's /readyz asks) pass while the token is
+	// there.
+	ctx := context.Background()
+	prober, ok := s.(pki.KeyProber)
+	if !ok {
+		t.Fatalf("a key in the HSM (%T) cannot be probed", s)
+	}
+	for name, p := range map[string]pki.KeyProber{"key": prober, "keyring": ring, "store": store} {
+		if err := p.ProbeKeys(ctx); err != nil {
+			t.Errorf("%s probe with the token present: %v", name, err)
+		}
+	}
+	// The HSM goes away: the keys already loaded fail to sign, and the
+	// probes say which key, without the PIN.
 	hsm.DeleteToken(t)
 	h := sha256.Sum256([]byte("kakuin"))
 	if _, err := s.Sign(rand.Reader, h[:], crypto.SHA256); err == nil {
 		t.Fatal("signed with a key whose token was deleted")
+	}
+	pin, _ := os.ReadFile(hsm.PINFile)
+	for name, c := range map[string]struct {
+		p    pki.KeyProber
+		want string
+	}{
+		"key":     {prober, "object=dkim-rsa"},
+		"keyring": {ring, "object=dkim-rsa"},
+		"store":   {store, "object=smime-ec"},
+	} {
+		err := c.p.ProbeKeys(ctx)
+		if !errors.Is(err, pki.ErrPKCS11) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s probe with the token deleted: %v, want ErrPKCS11 naming %s", name, err, c.want)
+		}
+		if err != nil && strings.Contains(err.Error(), strings.TrimSpace(string(pin))) {
+			t.Errorf("%s probe: the error shows the PIN: %v", name, err)
+		}
 	}
 }
 

@@ -214,6 +214,19 @@ func (s *Signer) Sign(ctx context.Context, dst io.Writer, src io.Reader) (Result
 	return res, nil
 }
 
+// ProbeKeys implements pki.KeyProber: it probes the keys of the DKIM and
+// identity sources that can check theirs (keys in a PKCS#11 token), so
+// that the gateway's readiness says when signing would fail.
+func (s *Signer) ProbeKeys(ctx context.Context) error {
+	var errs []error
+	for _, src := range []any{s.opts.DKIM, s.opts.Identities} {
+		if p, ok := src.(pki.KeyProber); ok {
+			errs = append(errs, p.ProbeKeys(ctx))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // dkimKeys returns the DKIM keys for the From domain, checked: at least
 // one RSA key (RULES D3), strong enough (RULES D2), each d= the domain or a
 // parent of it (RULES D6).

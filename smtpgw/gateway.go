@@ -239,6 +239,7 @@ type Gateway struct {
 	readyMu  sync.Mutex
 	readyAt  time.Time
 	readyErr error
+	probing  atomic.Bool // a key probe is running
 }
 
 // New checks the options and returns a gateway that is not serving yet.
@@ -397,8 +398,8 @@ func (g *Gateway) Close() error {
 }
 
 // Handler serves /metrics, /healthz (the process runs) and /readyz (a
-// sealer is configured and the upstream is reachable; checked at most
-// every 5 seconds).
+// sealer is configured, the upstream is reachable and keys in an HSM
+// still sign; checked at most every 5 seconds).
 func (g *Gateway) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(g.gather, promhttp.HandlerOpts{}))
@@ -427,12 +428,61 @@ func (g *Gateway) ready(ctx context.Context) error {
 	if now := g.opts.Now(); g.readyAt.IsZero() || now.Sub(g.readyAt) > 5*time.Second {
 		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
-		g.readyErr, g.readyAt = g.opts.Upstream.Ping(ctx), now
+		var errs []error
+		if err := g.opts.Upstream.Ping(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("upstream: %w", err))
+		}
+		if err := g.probeKeys(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("keys: %w", err))
+		}
+		g.readyErr, g.readyAt = errors.Join(errs...), now
 	}
-	if g.readyErr != nil {
-		return fmt.Errorf("upstream: %w", g.readyErr)
+	return g.readyErr
+}
+
+// KeyProber is a Sealer, or a STARTTLS key, whose keys can stop signing
+// while the gateway runs (keys in a PKCS#11 token, pki.KeyProber):
+// ProbeKeys signs once with each. /readyz fails while it fails.
+type KeyProber interface {
+	ProbeKeys(ctx context.Context) error
+}
+
+// probeKeys probes the Sealer's keys and the STARTTLS key, where they can
+// be probed. A PKCS#11 call cannot be interrupted: the probe runs apart and
+// ctx bounds the wait for it, and while a probe has not returned no other
+// is started, so a hung HSM holds one goroutine, not one per /readyz.
+func (g *Gateway) probeKeys(ctx context.Context) error {
+	cfg := g.cfg.Load()
+	var ps []KeyProber
+	if p, ok := cfg.Sealer.(KeyProber); ok {
+		ps = append(ps, p)
 	}
-	return nil
+	if cfg.Certificate != nil {
+		if p, ok := cfg.Certificate.PrivateKey.(KeyProber); ok {
+			ps = append(ps, p)
+		}
+	}
+	if len(ps) == 0 {
+		return nil
+	}
+	if !g.probing.CompareAndSwap(false, true) {
+		return errors.New("the last key probe has not returned (is the HSM answering?)")
+	}
+	done := make(chan error, 1)
+	go func() {
+		defer g.probing.Store(false)
+		var errs []error
+		for _, p := range ps {
+			errs = append(errs, p.ProbeKeys(ctx))
+		}
+		done <- errors.Join(errs...)
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("key probe: %w", ctx.Err())
+	}
 }
 
 // limitListener enforces MaxSessions and Shutdown at accept time: a

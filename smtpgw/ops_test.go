@@ -2,11 +2,15 @@ package smtpgw
 
 import (
 	"context"
+	"crypto"
+	"errors"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -240,5 +244,141 @@ func TestDateSkew(t *testing.T) {
 	}
 	if len(skewed) != 1 || !strings.Contains(skewed[0], `"date_skew_s":1080`) {
 		t.Fatalf("log lines with date_skew_s (want one, about 10800 s): %q", skewed)
+	}
+}
+
+// probingSealer is a Sealer whose keys can be probed, like one with keys
+// in an HSM: ProbeKeys returns err, or waits while block is open.
+type probingSealer struct {
+	Sealer
+	probe probe
+}
+
+func (s *probingSealer) ProbeKeys(ctx context.Context) error { return s.probe.run() }
+
+// probingKey is a STARTTLS key that can be probed.
+type probingKey struct {
+	crypto.Signer
+	probe probe
+}
+
+func (k *probingKey) ProbeKeys(ctx context.Context) error { return k.probe.run() }
+
+type probe struct {
+	mu    sync.Mutex
+	err   error
+	block chan struct{}
+	calls atomic.Int32
+}
+
+func (p *probe) set(err error, block chan struct{}) {
+	p.mu.Lock()
+	p.err, p.block = err, block
+	p.mu.Unlock()
+}
+
+func (p *probe) run() error {
+	p.calls.Add(1)
+	p.mu.Lock()
+	err, block := p.err, p.block
+	p.mu.Unlock()
+	if block != nil {
+		<-block
+	}
+	return err
+}
+
+// TestReadyProbesKeys: /readyz fails while a key that can be probed (a key
+// in an HSM, pki.KeyProber) does not sign, the sealer's or the STARTTLS
+// key; the answer is kept 5 s; a probe that does not return fails
+// readiness when the check's time is up, and no second probe is started
+// while it hangs.
+func TestReadyProbesKeys(t *testing.T) {
+	t.Parallel()
+	seal, key := &probingSealer{}, &probingKey{}
+	e := newEnv(t, func(o *Options) {
+		seal.Sealer = o.Config.Sealer
+		o.Config.Sealer = seal
+		cert := *o.Config.Certificate
+		key.Signer = cert.PrivateKey.(crypto.Signer)
+		cert.PrivateKey = key
+		o.Config.Certificate = &cert
+	})
+	// STARTTLS still works with the wrapped key.
+	c := e.dial()
+	c.expect(250, "EHLO client.example.go.jp")
+	c.starttls(e.roots)
+	c.expect(250, "EHLO client.example.go.jp")
+	srv := httptest.NewServer(e.gw.Handler())
+	t.Cleanup(srv.Close)
+	readyz := func(fresh bool) (int, string) {
+		t.Helper()
+		if fresh {
+			e.gw.readyMu.Lock()
+			e.gw.readyAt = time.Time{}
+			e.gw.readyMu.Unlock()
+		}
+		resp, err := http.Get(srv.URL + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := readyz(true); code != 200 {
+		t.Fatalf("/readyz %d %s", code, body)
+	}
+	if seal.probe.calls.Load() != 1 || key.probe.calls.Load() != 1 {
+		t.Fatalf("probes: sealer %d, STARTTLS key %d, want 1 each", seal.probe.calls.Load(), key.probe.calls.Load())
+	}
+	// Within 5 s the answer is reused: no new probe.
+	seal.probe.set(errors.New("CKR_TOKEN_NOT_PRESENT"), nil)
+	if code, _ := readyz(false); code != 200 || seal.probe.calls.Load() != 1 {
+		t.Fatalf("cached /readyz %d after %d probes", code, seal.probe.calls.Load())
+	}
+	if code, body := readyz(true); code != 503 || !strings.Contains(body, "keys:") || !strings.Contains(body, "CKR_TOKEN_NOT_PRESENT") {
+		t.Fatalf("/readyz with the sealer's key gone: %d %q", code, body)
+	}
+	seal.probe.set(nil, nil)
+	key.probe.set(errors.New("CKR_DEVICE_REMOVED"), nil)
+	if code, body := readyz(true); code != 503 || !strings.Contains(body, "CKR_DEVICE_REMOVED") {
+		t.Fatalf("/readyz with the STARTTLS key gone: %d %q", code, body)
+	}
+	key.probe.set(nil, nil)
+	if code, body := readyz(true); code != 200 {
+		t.Fatalf("/readyz with the keys back: %d %s", code, body)
+	}
+
+	// A hung HSM: the check gives up at its deadline.
+	block := make(chan struct{})
+	seal.probe.set(nil, block)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	e.gw.readyMu.Lock()
+	e.gw.readyAt = time.Time{}
+	e.gw.readyMu.Unlock()
+	start := time.Now()
+	if err := e.gw.ready(ctx); err == nil || !strings.Contains(err.Error(), "key probe") || time.Since(start) > 5*time.Second {
+		t.Fatalf("ready with a hung probe: %v after %v", err, time.Since(start))
+	}
+	calls := seal.probe.calls.Load()
+	if code, body := readyz(true); code != 503 || !strings.Contains(body, "has not returned") {
+		t.Fatalf("/readyz while the probe hangs: %d %q", code, body)
+	}
+	if n := seal.probe.calls.Load(); n != calls {
+		t.Fatalf("%d probes started while one hung", n-calls)
+	}
+	close(block)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		code, body := readyz(true)
+		if code == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz after the HSM answered again: %d %s", code, body)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -142,10 +142,11 @@ func TestGatewayConfigErrors(t *testing.T) {
 
 // testGateway is `kakuin gateway` run in-process by startGateway.
 type testGateway struct {
-	addr string
-	hup  chan os.Signal
-	logs *syncWriter
-	stop func() int // cancels it and returns its exit status
+	addr    string
+	metrics string // /metrics, /healthz, /readyz; empty when off
+	hup     chan os.Signal
+	logs    *syncWriter
+	stop    func() int // cancels it and returns its exit status
 }
 
 // startGateway sets env (t.Setenv: the test may not be parallel), starts
@@ -164,10 +165,10 @@ func startGateway(t *testing.T, env map[string]string) *testGateway {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	gw := &testGateway{hup: make(chan os.Signal, 1), logs: &syncWriter{}}
-	addrs := make(chan string, 1)
+	addrs := make(chan [2]string, 1)
 	done := make(chan int, 1)
 	go func() {
-		done <- serveGateway(ctx, &cfg, slog.New(slog.NewJSONHandler(gw.logs, nil)), gw.hup, func(smtpAddr, _ string) { addrs <- smtpAddr })
+		done <- serveGateway(ctx, &cfg, slog.New(slog.NewJSONHandler(gw.logs, nil)), gw.hup, func(smtpAddr, metricsAddr string) { addrs <- [2]string{smtpAddr, metricsAddr} })
 	}()
 	var once sync.Once
 	code := -1
@@ -184,7 +185,8 @@ func startGateway(t *testing.T, env map[string]string) *testGateway {
 	}
 	t.Cleanup(func() { gw.stop() })
 	select {
-	case gw.addr = <-addrs:
+	case a := <-addrs:
+		gw.addr, gw.metrics = a[0], a[1]
 	case code := <-done:
 		t.Fatalf("gateway exited %d: %s", code, gw.logs.String())
 	case <-time.After(30 * time.Second):

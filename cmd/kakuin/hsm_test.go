@@ -3,10 +3,13 @@ package main
 import (
 	"bytes"
 	"crypto/tls"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/emersion/go-smtp"
 
@@ -53,7 +56,7 @@ func TestGatewayHSM(t *testing.T) {
 	gw := startGateway(t, map[string]string{
 		"KAKUIN_PKI_DIR":         pkiDir,
 		"KAKUIN_LISTEN":          "127.0.0.1:0",
-		"KAKUIN_METRICS_LISTEN":  "off",
+		"KAKUIN_METRICS_LISTEN":  "127.0.0.1:0",
 		"KAKUIN_CLIENT_NETWORKS": "127.0.0.0/8",
 		"KAKUIN_UPSTREAM":        "maildir:" + outbox,
 		"KAKUIN_HOSTNAME":        "gw.example.go.jp",
@@ -108,7 +111,31 @@ func TestGatewayHSM(t *testing.T) {
 		t.Fatalf("no passing rsa-sha256 DKIM signature:\n%s", vout.String())
 	}
 
+	if code, body := readyz(t, gw.metrics); code != 200 {
+		t.Fatalf("/readyz with the HSM present: %d %s", code, body)
+	}
+
 	hsm.DeleteToken(t)
+	// /readyz signs with each key in the HSM: not ready any more, so that
+	// an orchestrator takes this replica out of service. (Its answer is
+	// kept 5 s.)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		code, body := readyz(t, gw.metrics)
+		if code == 503 {
+			if !strings.Contains(body, "keys:") || !strings.Contains(body, "object=") {
+				t.Fatalf("/readyz with the HSM gone does not name the key: %s", body)
+			}
+			if p := strings.TrimSpace(string(pin)); strings.Contains(body, p) {
+				t.Fatal("/readyz shows the PIN")
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz with the HSM gone: %d %s", code, body)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
 	// The STARTTLS key went with the token: no handshake any more. A
 	// client from the trusted network may still speak in plaintext.
 	if err := send("STARTTLS after the HSM went away", true); err == nil {
@@ -129,4 +156,17 @@ func TestGatewayHSM(t *testing.T) {
 	if p := strings.TrimSpace(string(pin)); strings.Contains(logs.String(), p) {
 		t.Fatal("the PIN is in the log")
 	}
+}
+
+// readyz GETs http://addr/readyz.
+func readyz(t *testing.T, addr string) (int, string) {
+	t.Helper()
+	c := &http.Client{Timeout: 15 * time.Second}
+	resp, err := c.Get("http://" + addr + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
