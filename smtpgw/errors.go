@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 
 	"github.com/emersion/go-smtp"
 
@@ -101,6 +102,19 @@ var replies = []struct {
 	{relay.ErrStore, reply{451, smtp.EnhancedCode{4, 3, 0}, "Cannot store message", "upstream_store"}},
 	{errAborted, reply{451, smtp.EnhancedCode{4, 3, 0}, "Aborted", "aborted"}},
 	{ErrInternal, reply{451, smtp.EnhancedCode{4, 3, 0}, "Local error, try again later", "internal"}},
+}
+
+// reasons lists every reason label of messages_rejected_total, so that
+// each series exists at 0 from the start: increase() over a series that
+// appears at 1 misses that first rejection.
+func reasons() []string {
+	rs := []string{"upstream_5xx", "upstream_4xx", "client_timeout", "time_without_mail"}
+	for _, e := range replies {
+		if !slices.Contains(rs, e.r.reason) {
+			rs = append(rs, e.r.reason)
+		}
+	}
+	return rs
 }
 
 // toSMTP maps err to the reply the client sees and the metrics reason.

@@ -31,6 +31,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/kakuin/kakuin/govdomain"
@@ -205,7 +206,7 @@ type Options struct {
 	// Logger gets one line per transaction. If nil, slog.Default.
 	Logger *slog.Logger
 	// Registerer gets the metrics. If nil, a private registry (served by
-	// Handler).
+	// Handler) with the process and Go runtime collectors.
 	Registerer prometheus.Registerer
 	// Gatherer serves /metrics. If nil, the private registry, or
 	// prometheus.DefaultGatherer when Registerer is set.
@@ -276,7 +277,11 @@ func New(opts Options) (*Gateway, error) {
 	g := &Gateway{opts: opts, limits: opts.Limits, log: opts.Logger, conns: map[*gwConn]struct{}{}, allGone: make(chan struct{})}
 	reg, gather := opts.Registerer, opts.Gatherer
 	if reg == nil {
+		// The process and Go runtime series (process_resident_memory_bytes,
+		// go_goroutines, ...) next to the gateway's: the alert rules in
+		// deploy/prometheus use them.
 		r := prometheus.NewRegistry()
+		r.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector())
 		reg, gather = r, r
 	} else if gather == nil {
 		gather = prometheus.DefaultGatherer
@@ -429,11 +434,19 @@ func (g *Gateway) ready(ctx context.Context) error {
 		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 		var errs []error
-		if err := g.opts.Upstream.Ping(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("upstream: %w", err))
-		}
-		if err := g.probeKeys(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("keys: %w", err))
+		for _, c := range []struct {
+			name  string
+			check func(context.Context) error
+		}{
+			{"upstream", g.opts.Upstream.Ping},
+			{"keys", g.probeKeys},
+		} {
+			ok := 1.0
+			if err := c.check(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", c.name, err))
+				ok = 0
+			}
+			g.m.ready.WithLabelValues(c.name).Set(ok)
 		}
 		g.readyErr, g.readyAt = errors.Join(errs...), now
 	}

@@ -20,6 +20,7 @@ type metrics struct {
 	sessionsDenied *prometheus.CounterVec // reason: limit, shutdown
 	authFailures   prometheus.Counter
 	reloads        *prometheus.CounterVec // result: ok, error
+	ready          *prometheus.GaugeVec   // check: upstream, keys
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -53,8 +54,24 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Failed SMTP AUTH attempts."}),
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "reloads_total",
 			Help: "Configuration reloads, by result."}, []string{"result"}),
+		ready: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "ready_check",
+			Help: "1 if the readiness check passed when /readyz last ran it (at most every 5 s), 0 if not, by check: upstream (reachable), keys (every key in an HSM signs). Absent until /readyz is first asked."}, []string{"check"}),
 	}
 	reg.MustRegister(m.accepted, m.rejected, m.signatures, m.upstream, m.bytes, m.txnDuration, m.signDuration,
-		m.signWait, m.dateSkew, m.upDuration, m.sessions, m.sessionsDenied, m.authFailures, m.reloads)
+		m.signWait, m.dateSkew, m.upDuration, m.sessions, m.sessionsDenied, m.authFailures, m.reloads, m.ready)
+	// Every labelled counter starts at 0 with all its labels, so that
+	// rate() and increase() see its first event.
+	for vec, labels := range map[*prometheus.CounterVec][]string{
+		m.rejected:       reasons(),
+		m.signatures:     {"smime", "dkim"},
+		m.upstream:       {"2xx", "4xx", "5xx", "error"},
+		m.bytes:          {"in", "out"},
+		m.sessionsDenied: {"limit", "shutdown"},
+		m.reloads:        {"ok", "error"},
+	} {
+		for _, l := range labels {
+			vec.WithLabelValues(l)
+		}
+	}
 	return m
 }

@@ -8,6 +8,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -168,6 +172,20 @@ func TestMetricsAndHealth(t *testing.T) {
 	if code, body := get("/readyz"); code != 200 {
 		t.Fatalf("/readyz %d %s", code, body)
 	}
+	// Series that have seen no event yet are there at 0, and the checks
+	// of the last /readyz at 1.
+	_, m = get("/metrics")
+	for _, want := range []string{
+		`kakuin_gateway_messages_rejected_total{reason="signer_key"} 0`,
+		`kakuin_gateway_upstream_replies_total{class="5xx"} 0`,
+		`kakuin_gateway_ready_check{check="upstream"} 1`,
+		`kakuin_gateway_ready_check{check="keys"} 1`,
+		"process_resident_memory_bytes ",
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
 	// Upstream gone: not ready (after the 5 s cache).
 	e.up.Close()
 	e.gw.readyMu.Lock()
@@ -175,6 +193,9 @@ func TestMetricsAndHealth(t *testing.T) {
 	e.gw.readyMu.Unlock()
 	if code, _ := get("/readyz"); code != 503 {
 		t.Fatalf("/readyz with the upstream down: %d", code)
+	}
+	if _, m = get("/metrics"); !strings.Contains(m, `kakuin_gateway_ready_check{check="upstream"} 0`) {
+		t.Errorf("/metrics with the upstream down lacks ready_check upstream 0")
 	}
 }
 
@@ -340,6 +361,15 @@ func TestReadyProbesKeys(t *testing.T) {
 	if code, body := readyz(true); code != 503 || !strings.Contains(body, "keys:") || !strings.Contains(body, "CKR_TOKEN_NOT_PRESENT") {
 		t.Fatalf("/readyz with the sealer's key gone: %d %q", code, body)
 	}
+	if resp, err := http.Get(srv.URL + "/metrics"); err != nil {
+		t.Fatal(err)
+	} else {
+		m, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(m), `kakuin_gateway_ready_check{check="keys"} 0`) {
+			t.Fatal("/metrics lacks ready_check keys 0 with a key gone")
+		}
+	}
 	seal.probe.set(nil, nil)
 	key.probe.set(errors.New("CKR_DEVICE_REMOVED"), nil)
 	if code, body := readyz(true); code != 503 || !strings.Contains(body, "CKR_DEVICE_REMOVED") {
@@ -380,5 +410,75 @@ func TestReadyProbesKeys(t *testing.T) {
 			t.Fatalf("/readyz after the HSM answered again: %d %s", code, body)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestAlertRulesMatchMetrics: every series and label value that the
+// Prometheus rules in deploy/prometheus select exists in what a fresh
+// gateway exports (after one /readyz): a misspelt name or reason would
+// make its alert silently never fire.
+func TestAlertRulesMatchMetrics(t *testing.T) {
+	t.Parallel()
+	rules, err := os.ReadFile(filepath.Join("..", "deploy", "prometheus", "kakuin-alerts.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, nil)
+	srv := httptest.NewServer(e.gw.Handler())
+	t.Cleanup(srv.Close)
+	for _, path := range []string{"/readyz", "/metrics"} {
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s: %d %s", path, resp.StatusCode, body)
+		}
+		if path != "/metrics" {
+			continue
+		}
+		exported := map[string][]string{} // name -> label sets
+		for _, line := range strings.Split(string(body), "\n") {
+			if line == "" || line[0] == '#' {
+				continue
+			}
+			name, labels, _ := strings.Cut(strings.Fields(line)[0], "{")
+			exported[name] = append(exported[name], labels)
+		}
+		selector := regexp.MustCompile(`\b((?:kakuin_gateway|process|go)_[a-z_]+)(\{[^}]*\})?`)
+		matcher := regexp.MustCompile(`(\w+)(=~|=)"([^"]*)"`)
+		n := 0
+		for _, m := range selector.FindAllStringSubmatch(string(rules), -1) {
+			name := m[1]
+			if strings.HasSuffix(name, "_") {
+				continue // the prefix, in a comment
+			}
+			n++
+			sets, ok := exported[name]
+			if !ok {
+				t.Errorf("the rules use %s, which the gateway does not export", name)
+				continue
+			}
+			for _, lm := range matcher.FindAllStringSubmatch(m[2], -1) {
+				if lm[1] == "job" || lm[1] == "instance" {
+					continue // added by the scrape
+				}
+				values := []string{lm[3]}
+				if lm[2] == "=~" {
+					values = strings.Split(lm[3], "|")
+				}
+				for _, v := range values {
+					want := lm[1] + `="` + v + `"`
+					if !slices.ContainsFunc(sets, func(s string) bool { return strings.Contains(s, want) }) {
+						t.Errorf("the rules select %s{%s}, which the gateway does not export", name, want)
+					}
+				}
+			}
+		}
+		if n < 10 {
+			t.Fatalf("found only %d series in the rules: is the pattern still right?", n)
+		}
 	}
 }
