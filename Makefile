@@ -7,6 +7,10 @@ VAR       := var
 # Debian packages the tests and `make run` use: real peers, not mocks
 # (gcc: cgo, for -race and for loading PKCS#11 modules such as SoftHSM's).
 DEB_PKGS  := gcc openssl libnss3-tools softhsm2 python3-dkim python3-nacl python3-dnspython postfix libsasl2-modules swaks libmail-dkim-perl ca-certificates
+# promtool checks and unit-tests the alert rules in deploy/prometheus. It is
+# taken out of Debian's prometheus package, which is not installed: that
+# would also start a Prometheus server.
+export PROMTOOL ?= $(CURDIR)/bin/tools/promtool
 # What `make bench` adds: the Postfix + OpenDKIM baseline it measures against.
 BENCH_DEB_PKGS := opendkim opendkim-tools
 # Debian's python3, where python3-dkim lives (a pyenv python3 may come first on PATH).
@@ -23,6 +27,7 @@ build:
 # everything is there already.
 deps:
 	@./scripts/apt-install.sh $(DEB_PKGS)
+	@./scripts/deb-tool.sh prometheus usr/bin/promtool $(PROMTOOL)
 
 bench-deps: deps
 	@./scripts/apt-install.sh $(BENCH_DEB_PKGS)
