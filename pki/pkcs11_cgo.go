@@ -110,6 +110,11 @@ type hsmKey struct {
 	uri PKCS11URI
 }
 
+// token names the token: module, label and serial.
+func (k *hsmKey) token() string {
+	return k.uri.Module + "\x00" + k.uri.Token + "\x00" + k.uri.Serial
+}
+
 // ProbeKeys implements KeyProber: one signature through the token. A
 // PKCS#11 call cannot be interrupted, so ctx is not consulted; the caller
 // bounds the wait.

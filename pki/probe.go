@@ -12,9 +12,9 @@ import (
 // KeyProber is a key, or a source of keys, that can stop signing while
 // the process runs: a key in a PKCS#11 token whose token is removed, whose
 // HSM stops answering or logs the session out. ProbeKeys makes one
-// signature with each such key and returns the errors of those that
-// failed. A key held in memory (a PEM or PKCS#12 file) cannot become
-// unavailable and is not probed.
+// signature with such keys (each of them, or, for a Store, one per token)
+// and returns the errors of those that failed. A key held in memory (a PEM
+// or PKCS#12 file) cannot become unavailable and is not probed.
 //
 // The gateway's /readyz calls it, so that an orchestrator takes a replica
 // whose HSM is gone out of service instead of letting it answer every
@@ -71,16 +71,32 @@ func (i *Issuer) ProbeKeys(ctx context.Context) error {
 	return probeKeys(ctx, []crypto.Signer{i.opts.CAKey})
 }
 
-// ProbeKeys implements KeyProber over the issuer's key and the keys of
-// every identity in the store.
+// tokenKey is a key that names the token holding it.
+type tokenKey interface {
+	token() string
+}
+
+// ProbeKeys implements KeyProber over the issuer's key and, for the
+// identities in the store, one key per token: a store may hold a key for
+// each of hundreds of senders, and probing them all every few seconds
+// would load the HSM. A token that is gone fails its probe; a single
+// identity's key that is gone fails that sender's messages (451 4.3.0,
+// reason signer_key) and not readiness.
 func (s *Store) ProbeKeys(ctx context.Context) error {
 	var errs []error
 	if s.opts.Issuer != nil {
 		errs = append(errs, s.opts.Issuer.ProbeKeys(ctx))
 	}
 	var keys []crypto.Signer
+	tokens := map[string]bool{}
 	for _, es := range s.index.Load().byAddr {
 		for _, e := range es {
+			if t, ok := e.id.Signer.(tokenKey); ok {
+				if tokens[t.token()] {
+					continue
+				}
+				tokens[t.token()] = true
+			}
 			keys = append(keys, e.id.Signer)
 		}
 	}
