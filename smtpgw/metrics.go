@@ -55,7 +55,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "reloads_total",
 			Help: "Configuration reloads, by result."}, []string{"result"}),
 		ready: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "ready_check",
-			Help: "1 if the readiness check passed when /readyz last ran it (at most every 5 s), 0 if not, by check: upstream (reachable), keys (every key in an HSM signs). Absent until /readyz is first asked."}, []string{"check"}),
+			Help: "1 if the readiness check passed when /readyz last ran it (at most every 5 s), 0 if not, by check: upstream (reachable), keys (the keys held in an HSM sign). Absent until /readyz is first asked."}, []string{"check"}),
 	}
 	reg.MustRegister(m.accepted, m.rejected, m.signatures, m.upstream, m.bytes, m.txnDuration, m.signDuration,
 		m.signWait, m.dateSkew, m.upDuration, m.sessions, m.sessionsDenied, m.authFailures, m.reloads, m.ready)
