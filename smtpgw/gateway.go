@@ -241,6 +241,8 @@ type Gateway struct {
 	readyAt  time.Time
 	readyErr error
 	probing  atomic.Bool // a key probe is running
+	// readyTimeout bounds each /readyz check: 10 s (shorter in tests).
+	readyTimeout time.Duration
 }
 
 // New checks the options and returns a gateway that is not serving yet.
@@ -274,7 +276,7 @@ func New(opts Options) (*Gateway, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	g := &Gateway{opts: opts, limits: opts.Limits, log: opts.Logger, conns: map[*gwConn]struct{}{}, allGone: make(chan struct{})}
+	g := &Gateway{opts: opts, limits: opts.Limits, log: opts.Logger, conns: map[*gwConn]struct{}{}, allGone: make(chan struct{}), readyTimeout: 10 * time.Second}
 	reg, gather := opts.Registerer, opts.Gatherer
 	if reg == nil {
 		// The process and Go runtime series (process_resident_memory_bytes,
@@ -431,19 +433,30 @@ func (g *Gateway) ready(ctx context.Context) error {
 	g.readyMu.Lock()
 	defer g.readyMu.Unlock()
 	if now := g.opts.Now(); g.readyAt.IsZero() || now.Sub(g.readyAt) > 5*time.Second {
-		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		// The checks run side by side, so that a hung upstream does not
+		// use up the key probe's time (or the other way round), each to
+		// the end: a prober that gives up early (Kubernetes' timeoutSeconds)
+		// must not make a slow check count as failed.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.readyTimeout)
 		defer cancel()
-		var errs []error
-		for _, c := range []struct {
+		checks := []struct {
 			name  string
 			check func(context.Context) error
+			err   error
 		}{
-			{"upstream", g.opts.Upstream.Ping},
-			{"keys", g.probeKeys},
-		} {
+			{name: "upstream", check: g.opts.Upstream.Ping},
+			{name: "keys", check: g.probeKeys},
+		}
+		var wg sync.WaitGroup
+		for i := range checks {
+			wg.Go(func() { checks[i].err = checks[i].check(ctx) })
+		}
+		wg.Wait()
+		var errs []error
+		for _, c := range checks {
 			ok := 1.0
-			if err := c.check(ctx); err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", c.name, err))
+			if c.err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", c.name, c.err))
 				ok = 0
 			}
 			g.m.ready.WithLabelValues(c.name).Set(ok)

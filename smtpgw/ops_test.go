@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kakuin/kakuin/smtpgw/relay"
 	"github.com/kakuin/kakuin/smtpgw/smtptest"
 )
 
@@ -380,17 +381,23 @@ func TestReadyProbesKeys(t *testing.T) {
 		t.Fatalf("/readyz with the keys back: %d %s", code, body)
 	}
 
-	// A hung HSM: the check gives up at its deadline.
-	block := make(chan struct{})
-	seal.probe.set(nil, block)
-	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-	defer cancel()
+	// A hung HSM: the check gives up at its deadline (10 s; 200 ms
+	// here), even when the one asking gave up first.
 	e.gw.readyMu.Lock()
+	e.gw.readyTimeout = 200 * time.Millisecond
 	e.gw.readyAt = time.Time{}
 	e.gw.readyMu.Unlock()
+	block := make(chan struct{})
+	seal.probe.set(nil, block)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
 	start := time.Now()
-	if err := e.gw.ready(ctx); err == nil || !strings.Contains(err.Error(), "key probe") || time.Since(start) > 5*time.Second {
-		t.Fatalf("ready with a hung probe: %v after %v", err, time.Since(start))
+	err := e.gw.ready(ctx)
+	if err == nil || !strings.Contains(err.Error(), "keys: key probe: context deadline exceeded") || strings.Contains(err.Error(), "upstream") {
+		t.Fatalf("ready with a hung probe: %v", err)
+	}
+	if d := time.Since(start); d < 150*time.Millisecond || d > 5*time.Second {
+		t.Fatalf("ready with a hung probe returned after %v, want the check's 200 ms", d)
 	}
 	calls := seal.probe.calls.Load()
 	if code, body := readyz(true); code != 503 || !strings.Contains(body, "has not returned") {
@@ -411,6 +418,35 @@ func TestReadyProbesKeys(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+
+	// A hung upstream does not use up the key probe's time: only the
+	// upstream check fails, and the keys gauge stays 1.
+	up := e.gw.opts.Upstream
+	e.gw.opts.Upstream = hungPing{up}
+	defer func() { e.gw.opts.Upstream = up }()
+	code, body := readyz(true)
+	if code != 503 || !strings.Contains(body, "upstream:") || strings.Contains(body, "keys:") {
+		t.Fatalf("/readyz with a hung upstream: %d %q", code, body)
+	}
+	resp, err := http.Get(srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`kakuin_gateway_ready_check{check="keys"} 1`, `kakuin_gateway_ready_check{check="upstream"} 0`} {
+		if !strings.Contains(string(m), want) {
+			t.Errorf("/metrics with a hung upstream lacks %s", want)
+		}
+	}
+}
+
+// hungPing is an upstream whose Ping waits until its context ends.
+type hungPing struct{ relay.Upstream }
+
+func (hungPing) Ping(ctx context.Context) error {
+	<-ctx.Done()
+	return ctx.Err()
 }
 
 // TestAlertRulesMatchMetrics: every series and label value that the
