@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -27,10 +28,17 @@ type KeyProber interface {
 // of anything a client sent.
 var probeDigest = sha256.Sum256([]byte("kakuin key probe"))
 
-// probeSigner makes one RSA PKCS#1 v1.5 or ECDSA signature with s over
-// probeDigest.
+// probeSigner makes one ECDSA or RSA signature with s over probeDigest.
+// An RSA key is tried with PKCS#1 v1.5 (DKIM rsa-sha256, S/MIME, X.509),
+// then with PSS: a token may allow a key only the mechanisms of its use,
+// and a STARTTLS key under TLS 1.3 signs with PSS only.
 func probeSigner(s crypto.Signer) error {
 	_, err := s.Sign(rand.Reader, probeDigest[:], crypto.SHA256)
+	if _, isRSA := s.Public().(*rsa.PublicKey); err != nil && isRSA {
+		if _, pssErr := s.Sign(rand.Reader, probeDigest[:], &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash, Hash: crypto.SHA256}); pssErr == nil {
+			return nil
+		}
+	}
 	return err
 }
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto"
 	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/rsa"
 	"errors"
 	"io"
 	"strings"
@@ -75,5 +77,38 @@ func TestProbeKeysScope(t *testing.T) {
 	}
 	if per["a"] != 1 || per["b"] != 1 || per["gone"] != 1 {
 		t.Fatalf("identity probes per token: %v, want one each", per)
+	}
+}
+
+// pssOnly is an RSA key its token lets sign with PSS only (or with
+// nothing, when gone).
+type pssOnly struct {
+	*rsa.PrivateKey
+	gone bool
+}
+
+func (k pssOnly) Sign(r io.Reader, d []byte, opts crypto.SignerOpts) ([]byte, error) {
+	if _, pss := opts.(*rsa.PSSOptions); !pss || k.gone {
+		return nil, errors.New("CKR_MECHANISM_INVALID")
+	}
+	return k.PrivateKey.Sign(r, d, opts)
+}
+
+// TestProbeSignerPSS: an RSA key allowed only PSS (a TLS 1.3 STARTTLS
+// key, in a token that restricts mechanisms) passes its probe; one that
+// signs nothing fails it.
+func TestProbeSignerPSS(t *testing.T) {
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := probeSigner(pssOnly{PrivateKey: k}); err != nil {
+		t.Errorf("PSS-only key: %v", err)
+	}
+	if err := probeSigner(pssOnly{PrivateKey: k, gone: true}); err == nil {
+		t.Error("a key that signs nothing passed its probe")
+	}
+	if err := probeSigner(k); err != nil {
+		t.Errorf("key in memory: %v", err)
 	}
 }
