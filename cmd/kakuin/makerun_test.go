@@ -20,24 +20,15 @@ import (
 // message through the gateway, and the check commands (kakuin verify,
 // openssl cms -verify, dkimpy) all pass on what reached the outbox.
 func TestMakeRun(t *testing.T) {
-	for _, tool := range []string{"swaks", "openssl", "sh"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s not found (make deps): %v", tool, err)
-		}
-	}
-	python := os.Getenv("KAKUIN_TEST_PYTHON")
-	if python == "" {
-		python = "/usr/bin/python3"
+	f := interop(t) // the kakuin binary, openssl and dkimpy
+	if _, err := exec.LookPath("swaks"); err != nil {
+		t.Fatalf("swaks not found (make deps): %v", err)
 	}
 	root, err := filepath.Abs(filepath.Join("..", ".."))
 	if err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "kakuin")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
 	freePort := func() string {
 		t.Helper()
 		l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -50,7 +41,7 @@ func TestMakeRun(t *testing.T) {
 	listen := freePort()
 	cmd := exec.Command(filepath.Join(root, "scripts", "run-dev.sh"))
 	cmd.Env = append(os.Environ(),
-		"KAKUIN="+bin,
+		"KAKUIN="+f.bin,
 		"KAKUIN_PKI_DIR="+filepath.Join(dir, "pki"),
 		"KAKUIN_UPSTREAM=maildir:"+filepath.Join(dir, "outbox"),
 		"KAKUIN_LISTEN="+listen,
@@ -129,7 +120,7 @@ func TestMakeRun(t *testing.T) {
 	}
 	paste := func(script string) string {
 		t.Helper()
-		script = strings.ReplaceAll(script, "/usr/bin/python3", python)
+		script = strings.ReplaceAll(script, "/usr/bin/python3", f.python)
 		c := exec.Command("sh", "-e", "-c", script)
 		c.Dir = root // testdata/scripts/dkimverify.py is relative to it
 		out, err := c.CombinedOutput()

@@ -5,7 +5,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 
@@ -21,18 +20,7 @@ func TestReadmeHSMCommands(t *testing.T) {
 	if _, err := exec.LookPath("softhsm2-util"); err != nil {
 		t.Fatal("softhsm2-util not found (Debian softhsm2, make deps)")
 	}
-	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, section, ok := strings.Cut(string(readme), "#### Keys in an HSM")
-	if !ok {
-		t.Fatal("README has no HSM section")
-	}
-	block := regexp.MustCompile("(?s)```sh\n(.*?)```").FindStringSubmatch(section)
-	if block == nil {
-		t.Fatal("no sh block in the HSM section")
-	}
+	block := readmeBlocks(t, "#### Keys in an HSM", "sh")[0]
 	dir := t.TempDir()
 	pkiDir := filepath.Join(dir, "pki")
 	var out, errb bytes.Buffer
@@ -64,7 +52,7 @@ func TestReadmeHSMCommands(t *testing.T) {
 		"var/pki", pkiDir,
 		"rsa-202612", sel,
 		"--so-pin ...", "--so-pin 87654321",
-	).Replace(block[1])
+	).Replace(block)
 	cmd := exec.Command("sh", "-e", "-c", sh)
 	if o, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("%s\n%v\n%s", sh, err, o)

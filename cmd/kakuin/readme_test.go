@@ -3,7 +3,9 @@ package main
 import (
 	"bufio"
 	"os"
+	"path/filepath"
 	"reflect"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -120,4 +122,27 @@ func TestReadmeCheckFindsGaps(t *testing.T) {
 	if want := []string{"KAKUIN_RESOLVER"}; !reflect.DeepEqual(repeated, want) {
 		t.Errorf("repeated = %v, want %v", repeated, want)
 	}
+}
+
+// readmeBlocks returns the contents of the ```lang fenced blocks of the
+// README section that starts at heading, up to the next "## " heading.
+func readmeBlocks(t *testing.T, heading, lang string) []string {
+	t.Helper()
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(readme), heading)
+	if !ok {
+		t.Fatalf("README has no %q", heading)
+	}
+	section, _, _ = strings.Cut(section, "\n## ")
+	var blocks []string
+	for _, m := range regexp.MustCompile("(?s)```"+lang+"\n(.*?)```").FindAllStringSubmatch(section, -1) {
+		blocks = append(blocks, m[1])
+	}
+	if len(blocks) == 0 {
+		t.Fatalf("README %q has no ```%s block", heading, lang)
+	}
+	return blocks
 }

@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 )
@@ -18,36 +17,17 @@ import (
 // dkimpy passes both DKIM signatures, and a sender outside go.jp is
 // refused with exit status 1, one line on stderr and nothing on stdout.
 func TestReadmeWorkedExample(t *testing.T) {
-	for _, tool := range []string{"openssl", "sh"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s not found (make deps): %v", tool, err)
-		}
-	}
-	python := os.Getenv("KAKUIN_TEST_PYTHON")
-	if python == "" {
-		python = "/usr/bin/python3"
-	}
-	if out, err := exec.Command(python, "-c", "import dkim, dns, nacl").CombinedOutput(); err != nil {
-		t.Fatalf("%s lacks dkimpy, dnspython or nacl (make deps): %v\n%s", python, err, out)
-	}
-	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, section, ok := strings.Cut(string(readme), "## Worked example")
-	if !ok {
-		t.Fatal("README has no worked example")
-	}
-	section, _, _ = strings.Cut(section, "\n## ")
-	blocks := regexp.MustCompile("(?s)```sh\n(.*?)```").FindAllStringSubmatch(section, -1)
+	f := interop(t) // the kakuin binary, openssl and dkimpy
+	blocks := readmeBlocks(t, "## Worked example", "sh")
 	if len(blocks) < 2 {
 		t.Fatalf("the worked example has %d sh blocks, want 2", len(blocks))
 	}
-
 	dir := t.TempDir()
-	build := exec.Command("go", "build", "-o", filepath.Join(dir, "bin", "kakuin"), ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	if err := os.MkdirAll(filepath.Join(dir, "bin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(f.bin, filepath.Join(dir, "bin", "kakuin")); err != nil {
+		t.Fatal(err)
 	}
 	script, err := os.ReadFile(filepath.Join("..", "..", "testdata", "scripts", "dkimverify.py"))
 	if err != nil {
@@ -62,7 +42,7 @@ func TestReadmeWorkedExample(t *testing.T) {
 	sh := func(block string) (stdout, stderr string, err error) {
 		t.Helper()
 		block = strings.Replace(block, "make build\n", "", 1) // done above
-		block = strings.ReplaceAll(block, "/usr/bin/python3", python)
+		block = strings.ReplaceAll(block, "/usr/bin/python3", f.python)
 		cmd := exec.Command("sh", "-e", "-c", block)
 		cmd.Dir = dir
 		var o, e bytes.Buffer
@@ -71,7 +51,7 @@ func TestReadmeWorkedExample(t *testing.T) {
 		return o.String(), e.String(), err
 	}
 
-	out, errs, err := sh(blocks[0][1])
+	out, errs, err := sh(blocks[0])
 	if err != nil {
 		t.Fatalf("worked example: %v\nstdout:\n%s\nstderr:\n%s", err, out, errs)
 	}
@@ -84,7 +64,7 @@ func TestReadmeWorkedExample(t *testing.T) {
 		}
 	}
 
-	out, errs, err = sh(blocks[1][1])
+	out, errs, err = sh(blocks[1])
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
 		t.Fatalf("outside go.jp: %v, want exit status 1\n%s", err, errs)
