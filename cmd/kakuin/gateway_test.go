@@ -90,11 +90,7 @@ func TestGatewayCommand(t *testing.T) {
 	if err := os.WriteFile(policy, []byte("net:127.0.0.0/8 other.go.jp\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	hup <- os.Interrupt
-	deadline := time.Now().Add(20 * time.Second)
-	for !strings.Contains(logs.String(), "reloaded") && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	gw.reload(t)
 	err = send("taro@example.go.jp")
 	if se, ok := err.(*smtp.SMTPError); !ok || se.Code != 550 {
 		t.Fatalf("after reload: %v", err)
@@ -102,7 +98,7 @@ func TestGatewayCommand(t *testing.T) {
 	// A broken policy file: the reload fails and the running one stays.
 	os.WriteFile(policy, []byte("bogus line\n"), 0o644)
 	hup <- os.Interrupt
-	deadline = time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(20 * time.Second)
 	for !strings.Contains(logs.String(), "reload failed") && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -193,6 +189,21 @@ func startGateway(t *testing.T, env map[string]string) *testGateway {
 		t.Fatal("gateway did not start")
 	}
 	return gw
+}
+
+// reload sends SIGHUP and waits until the gateway logs that it reloaded;
+// a failed reload fails the test.
+func (gw *testGateway) reload(t *testing.T) {
+	t.Helper()
+	before := strings.Count(gw.logs.String(), "kakuin gateway: reloaded")
+	gw.hup <- os.Interrupt
+	deadline := time.Now().Add(20 * time.Second)
+	for strings.Count(gw.logs.String(), "kakuin gateway: reloaded") == before {
+		if strings.Contains(gw.logs.String(), "reload failed") || time.Now().After(deadline) {
+			t.Fatalf("reload:\n%s", gw.logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // syncWriter is a bytes.Buffer safe for the gateway's goroutines.

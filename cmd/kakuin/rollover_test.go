@@ -97,18 +97,6 @@ func TestGatewayRollover(t *testing.T) {
 		slices.Sort(sels)
 		return sels
 	}
-	reload := func() {
-		t.Helper()
-		before := strings.Count(gw.logs.String(), "kakuin gateway: reloaded")
-		gw.hup <- os.Interrupt
-		deadline := time.Now().Add(20 * time.Second)
-		for strings.Count(gw.logs.String(), "kakuin gateway: reloaded") == before {
-			if strings.Contains(gw.logs.String(), "reload failed") || time.Now().After(deadline) {
-				t.Fatalf("reload:\n%s", gw.logs.String())
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
 	tlsCfg := &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"}
 	zone := filepath.Join(pkiDir, "dns.zone")
 	keyDir := filepath.Join(pkiDir, "dkim", "example.go.jp")
@@ -148,7 +136,7 @@ func TestGatewayRollover(t *testing.T) {
 	if code := run([]string{"pki", "init", "--dir", pkiDir, "--domain", "example.go.jp"}, nil, &out, &errb); code != exitOK {
 		t.Fatalf("pki init (zone): %d %s", code, errb.String())
 	}
-	reload()
+	gw.reload(t)
 	if got := passing(send(tlsCfg), zone); !slices.Equal(got, []string{edSel, oldSel, "rsa-209901"}) {
 		t.Fatalf("with both RSA keys: %v", got)
 	}
@@ -156,7 +144,7 @@ func TestGatewayRollover(t *testing.T) {
 	if err := os.Rename(old[0], filepath.Join(dir, oldSel+".key.retired")); err != nil {
 		t.Fatal(err)
 	}
-	reload()
+	gw.reload(t)
 	if got := passing(send(tlsCfg), zone); !slices.Equal(got, []string{edSel, "rsa-209901"}) {
 		t.Fatalf("after the old key left: %v", got)
 	}
@@ -211,7 +199,7 @@ func TestGatewayRollover(t *testing.T) {
 		return sha256.Sum256(tc.ConnectionState().PeerCertificates[0].Raw)
 	}
 	before := served()
-	reload()
+	gw.reload(t)
 	after := served()
 	newCerts, err := pki.ParseCertificatesPEM(want)
 	if err != nil || len(newCerts) == 0 {
