@@ -7,7 +7,7 @@ VAR       := var
 # Debian packages the tests and `make run` use: real peers, not mocks
 # (gcc: cgo, for -race and for loading PKCS#11 modules such as SoftHSM's).
 # (systemd: systemd-analyze verify checks deploy/systemd's unit; nothing is started.)
-DEB_PKGS  := gcc openssl libnss3-tools softhsm2 python3-dkim python3-nacl python3-dnspython postfix libsasl2-modules swaks libmail-dkim-perl ca-certificates systemd
+DEB_PKGS  := gcc libssl-dev openssl libnss3-tools softhsm2 python3-dkim python3-nacl python3-dnspython postfix libsasl2-modules swaks libmail-dkim-perl ca-certificates systemd
 # promtool checks and unit-tests the alert rules in deploy/prometheus. It is
 # taken out of Debian's prometheus package, which is not installed: that
 # would also start a Prometheus server.

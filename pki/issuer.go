@@ -340,7 +340,11 @@ func fileSafe(s string) string {
 func generateKey(alg KeyAlgorithm) (crypto.Signer, error) {
 	switch alg {
 	case KeyRSA2048:
-		return rsa.GenerateKey(rand.Reader, 2048)
+		k, err := rsa.GenerateKey(rand.Reader, 2048)
+		if err != nil {
+			return nil, err
+		}
+		return rsaSigner(k), nil
 	case KeyECDSAP256:
 		return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	}

@@ -3,7 +3,6 @@ package pki_test
 import (
 	"context"
 	"crypto/ecdsa"
-	"crypto/rsa"
 	"crypto/x509"
 	"errors"
 	"os"
@@ -65,7 +64,7 @@ func TestIssuerProfile(t *testing.T) {
 		!slices.Equal(c.OCSPServer, []string{"http://ocsp.example.go.jp/"}) {
 		t.Fatalf("urls %v %v %v", c.CRLDistributionPoints, c.IssuingCertificateURL, c.OCSPServer)
 	}
-	if k, ok := id.Signer.(*rsa.PrivateKey); !ok || k.N.BitLen() != 2048 {
+	if k, ok := pki.SoftRSAKey(id.Signer); !ok || k.N.BitLen() != 2048 {
 		t.Fatalf("key %T, want RSA-2048", id.Signer)
 	}
 	if got := c.NotAfter.Sub(ca.Now.Truncate(time.Second)); got != pki.DefaultIssueValidity {

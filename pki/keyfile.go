@@ -138,7 +138,7 @@ func parseKeyBlock(b *pem.Block) (crypto.Signer, error) {
 func asSigner(k any) (crypto.Signer, error) {
 	switch k := k.(type) {
 	case *rsa.PrivateKey:
-		return k, nil
+		return rsaSigner(k), nil
 	case *ecdsa.PrivateKey:
 		return k, nil
 	case ed25519.PrivateKey:
@@ -151,7 +151,7 @@ func asSigner(k any) (crypto.Signer, error) {
 
 // MarshalKeyPEM encodes a private key as a PKCS#8 "PRIVATE KEY" PEM block.
 func MarshalKeyPEM(key crypto.Signer) ([]byte, error) {
-	der, err := x509.MarshalPKCS8PrivateKey(key)
+	der, err := x509.MarshalPKCS8PrivateKey(softKey(key))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrKeyType, err)
 	}

@@ -136,7 +136,7 @@ func TestPKCS11Keys(t *testing.T) {
 	if !rsaKey.PublicKey.Equal(s.Public()) {
 		t.Fatal("LoadSigner found another key")
 	}
-	if _, isSoft := s.(*rsa.PrivateKey); isSoft {
+	if _, isSoft := pki.SoftRSAKey(s); isSoft {
 		t.Fatal("the key came out of the HSM")
 	}
 	signs(s, &rsaKey.PublicKey)

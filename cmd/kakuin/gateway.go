@@ -103,6 +103,7 @@ func runGateway(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "kakuin gateway: %s\n", oneLine(err))
 		return exitUsage
 	}
+	cfg.Sign.useRSAEngine()
 	if err := cfg.checkLimits(); err != nil {
 		fmt.Fprintf(stderr, "kakuin gateway: %s\n", oneLine(err))
 		return exitUsage
@@ -256,7 +257,7 @@ func serveGateway(ctx context.Context, cfg *gatewayConfig, log *slog.Logger, hup
 	go func() { served <- gw.Serve(ln) }()
 	log.Info("kakuin gateway: listening", "smtp", ln.Addr().String(), "metrics", metricsAddr,
 		"upstream", cfg.Upstream, "client_networks", cfg.ClientNetworks, "starttls", dyn.Certificate != nil,
-		"auth", dyn.Credentials != nil)
+		"auth", dyn.Credentials != nil, "rsa", cfg.Sign.rsaEngine)
 	if ready != nil {
 		ready(ln.Addr().String(), metricsAddr)
 	}

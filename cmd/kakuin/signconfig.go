@@ -52,6 +52,11 @@ type signConfig struct {
 	CertValidity   time.Duration `env:"CERT_VALIDITY" envDefault:"168h" help:"validity of the sender certificates kakuin issues, at most 825 days (19800h)"`
 	SenderSuffixes []string      `env:"SENDER_SUFFIXES" envDefault:"go.jp" envSeparator:"," help:"comma-separated domain suffixes a From address must be under, label-wise"`
 	Hostname       string        `env:"HOSTNAME" help:"right-hand side of the Message-IDs kakuin adds (default the From domain)"`
+	RSALibcrypto   bool          `env:"RSA_LIBCRYPTO" envDefault:"true" help:"RSA keys held in files sign through OpenSSL's libcrypto (about 2.5 times as fast as Go's crypto/rsa; the same signatures); false: crypto/rsa. A binary built without cgo always uses crypto/rsa"`
+
+	// rsaEngine is what RSA keys in files sign with: "libcrypto" or
+	// "crypto/rsa" (set by loadSignConfig).
+	rsaEngine string
 }
 
 // layout is the pki.Layout of PKIDir.
@@ -153,7 +158,17 @@ func loadSignConfig() (*signConfig, error) {
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
+	c.useRSAEngine()
 	return &c, nil
+}
+
+// useRSAEngine makes RSA keys loaded from now on sign as RSALibcrypto
+// says, and records which way they sign.
+func (c *signConfig) useRSAEngine() {
+	c.rsaEngine = "crypto/rsa"
+	if pki.UseLibcrypto(c.RSALibcrypto) {
+		c.rsaEngine = "libcrypto"
+	}
 }
 
 func exists(path string) bool {
