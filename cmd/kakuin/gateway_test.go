@@ -49,8 +49,14 @@ func TestGatewayCommand(t *testing.T) {
 		"KAKUIN_UPSTREAM":        "maildir:" + outbox,
 		"KAKUIN_SENDER_POLICY":   policy,
 		"KAKUIN_HOSTNAME":        "gw.example.go.jp",
+		// crypto/rsa here, so that it stays tested end to end: the other
+		// gateway tests sign through libcrypto, the default.
+		"KAKUIN_RSA_LIBCRYPTO": "false",
 	})
 	addr, hup, logs := gw.addr, gw.hup, gw.logs
+	if !strings.Contains(logs.String(), `"rsa":"crypto/rsa"`) {
+		t.Fatalf("KAKUIN_RSA_LIBCRYPTO=false, but the gateway says:\n%s", logs.String())
+	}
 	roots, err := pki.LoadTrustAnchors(filepath.Join(pkiDir, "trust-anchors.pem"))
 	if err != nil {
 		t.Fatal(err)
@@ -159,6 +165,8 @@ func startGateway(t *testing.T, env map[string]string) *testGateway {
 	if err := cfg.Sign.validate(); err != nil {
 		t.Fatal(err)
 	}
+	cfg.Sign.useRSAEngine()
+	t.Cleanup(func() { pki.UseLibcrypto(true) }) // the default, for the tests after this one
 	ctx, cancel := context.WithCancel(context.Background())
 	gw := &testGateway{hup: make(chan os.Signal, 1), logs: &syncWriter{}}
 	addrs := make(chan [2]string, 1)

@@ -44,6 +44,15 @@ func TestGatewayRollover(t *testing.T) {
 		"KAKUIN_UPSTREAM":        "maildir:" + outbox,
 		"KAKUIN_HOSTNAME":        "gw.example.go.jp",
 	})
+	// By default RSA keys sign through libcrypto where the binary has cgo
+	// (pki.UseLibcrypto); every signature below is made that way.
+	engine := "crypto/rsa"
+	if pki.UseLibcrypto(true) {
+		engine = "libcrypto"
+	}
+	if !strings.Contains(gw.logs.String(), `"rsa":"`+engine+`"`) {
+		t.Fatalf("the gateway does not say it signs with %s:\n%s", engine, gw.logs.String())
+	}
 	roots, err := pki.LoadTrustAnchors(filepath.Join(pkiDir, "trust-anchors.pem"))
 	if err != nil {
 		t.Fatal(err)
