@@ -24,8 +24,9 @@
 // an RSA or ECDSA key on a PKCS#11 token, with the module and the PIN
 // file (PKCS11URI). The key stays in the HSM; signatures go through the
 // module (github.com/ThalesGroup/crypto11), and when the HSM fails they
-// fail, so nothing is signed without it. A binary built without cgo (the
-// static container image) cannot load a module and says so (ErrPKCS11).
+// fail, so nothing is signed without it. A static binary (built without
+// cgo, or the container image's, -tags kakuin_static) cannot load a module
+// and says so (ErrPKCS11).
 // Ed25519 DKIM keys stay in files: crypto11 signs with RSA and ECDSA keys
 // only.
 //

@@ -14,8 +14,8 @@ import (
 // the same bytes: PKCS#1 v1.5 is deterministic (RFC 8017 8.2.1), which the
 // tests check against crypto/rsa. Everything else an RSA key is asked for
 // (RSA-PSS, which TLS 1.3 uses; a hash other than SHA-256, SHA-384 or
-// SHA-512) and a binary built without cgo (the static container image)
-// sign with crypto/rsa. Keys in an HSM sign in the HSM.
+// SHA-512) and a binary built without cgo sign with crypto/rsa. The
+// container image links libcrypto in statically (deploy/Dockerfile). Keys in an HSM sign in the HSM.
 //
 // There is no Go module for libcrypto among those this project can fetch
 // (the maintained one, golang-fips/openssl, is not served here), so the few

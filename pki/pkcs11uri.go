@@ -12,7 +12,7 @@ import (
 
 // ErrPKCS11: a key held in an HSM could not be reached: a malformed
 // pkcs11: URI, a module that does not load, a token or key that is not
-// there, a wrong PIN, or a binary built without cgo.
+// there, a wrong PIN, or a static binary that cannot load modules.
 var ErrPKCS11 = errors.New("pki: pkcs#11")
 
 // PKCS11URI names a private key held in an HSM, in the RFC 7512 form
