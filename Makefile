@@ -5,7 +5,8 @@ GO        ?= go
 BIN       := bin/kakuin
 VAR       := var
 # Debian packages the tests and `make run` use: real peers, not mocks
-# (gcc: cgo, for -race and for loading PKCS#11 modules such as SoftHSM's).
+# (gcc: cgo, for -race and for loading PKCS#11 modules such as SoftHSM's;
+# libssl-dev: the libcrypto headers, RSA signing through OpenSSL, pki/libcrypto_cgo.go).
 # (systemd: systemd-analyze verify checks deploy/systemd's unit; nothing is started.)
 DEB_PKGS  := gcc libssl-dev openssl libnss3-tools softhsm2 python3-dkim python3-nacl python3-dnspython postfix libsasl2-modules swaks libmail-dkim-perl ca-certificates systemd
 # promtool checks and unit-tests the alert rules in deploy/prometheus. It is
