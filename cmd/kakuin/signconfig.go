@@ -55,7 +55,7 @@ type signConfig struct {
 	RSALibcrypto   bool          `env:"RSA_LIBCRYPTO" envDefault:"true" help:"RSA keys held in files sign through OpenSSL's libcrypto (about 2.5 times as fast as Go's crypto/rsa; the same signatures); false: crypto/rsa. A binary built without cgo always uses crypto/rsa"`
 
 	// rsaEngine is what RSA keys in files sign with: "libcrypto" or
-	// "crypto/rsa" (set by loadSignConfig).
+	// "crypto/rsa" (set by useRSAEngine).
 	rsaEngine string
 }
 
