@@ -243,6 +243,10 @@ type Gateway struct {
 	probing  atomic.Bool // a key probe is running
 	// readyTimeout bounds each /readyz check: 10 s (shorter in tests).
 	readyTimeout time.Duration
+	// readyRefresh is how often Handler's refresher runs the /readyz
+	// checks when nobody asks: 15 s (shorter in tests).
+	readyRefresh time.Duration
+	refreshOnce  sync.Once
 }
 
 // New checks the options and returns a gateway that is not serving yet.
@@ -276,7 +280,7 @@ func New(opts Options) (*Gateway, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	g := &Gateway{opts: opts, limits: opts.Limits, log: opts.Logger, conns: map[*gwConn]struct{}{}, allGone: make(chan struct{}), readyTimeout: 10 * time.Second}
+	g := &Gateway{opts: opts, limits: opts.Limits, log: opts.Logger, conns: map[*gwConn]struct{}{}, allGone: make(chan struct{}), readyTimeout: 10 * time.Second, readyRefresh: 15 * time.Second}
 	reg, gather := opts.Registerer, opts.Gatherer
 	if reg == nil {
 		// The process and Go runtime series (process_resident_memory_bytes,
@@ -406,8 +410,12 @@ func (g *Gateway) Close() error {
 
 // Handler serves /metrics, /healthz (the process runs) and /readyz (a
 // sealer is configured, the upstream is reachable and keys in an HSM
-// still sign; checked at most every 5 seconds).
+// still sign; checked at most every 5 seconds). It also runs those checks
+// every 15 seconds until Shutdown or Close, so that the ready_check gauges
+// of /metrics stay current where nothing polls /readyz (under systemd,
+// say): the KakuinKeysUnavailable alert depends on them.
 func (g *Gateway) Handler() http.Handler {
+	g.refreshOnce.Do(func() { go g.refreshReady() })
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(g.gather, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -421,6 +429,21 @@ func (g *Gateway) Handler() http.Handler {
 		fmt.Fprintln(w, "ready")
 	})
 	return mux
+}
+
+// refreshReady runs the readiness checks every readyRefresh until the
+// gateway stops.
+func (g *Gateway) refreshReady() {
+	t := time.NewTicker(g.readyRefresh)
+	defer t.Stop()
+	for {
+		select {
+		case <-g.baseCtx.Done():
+			return
+		case <-t.C:
+			g.ready(g.baseCtx) //nolint:errcheck // the gauges are the result
+		}
+	}
 }
 
 func (g *Gateway) ready(ctx context.Context) error {

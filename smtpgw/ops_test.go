@@ -271,6 +271,52 @@ func TestDateSkew(t *testing.T) {
 
 // probingSealer is a Sealer whose keys can be probed, like one with keys
 // in an HSM: ProbeKeys returns err, or waits while block is open.
+// TestReadyRefresh: with nothing polling /readyz (a gateway under systemd),
+// the checks still run, so /metrics' ready_check gauges follow a key that
+// stops signing; after Close they stop.
+func TestReadyRefresh(t *testing.T) {
+	t.Parallel()
+	seal := &probingSealer{}
+	e := newEnv(t, func(o *Options) {
+		seal.Sealer = o.Config.Sealer
+		o.Config.Sealer = seal
+	})
+	seal.probe.set(errors.New("CKR_TOKEN_NOT_PRESENT"), nil)
+	e.gw.readyRefresh = 20 * time.Millisecond
+	srv := httptest.NewServer(e.gw.Handler())
+	t.Cleanup(srv.Close)
+	metrics := func() string {
+		t.Helper()
+		resp, err := http.Get(srv.URL + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(metrics(), `kakuin_gateway_ready_check{check="keys"} 0`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no ready_check keys 0 without a /readyz poll:\n%s", metrics())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !strings.Contains(metrics(), `kakuin_gateway_ready_check{check="upstream"} 1`) {
+		t.Fatal("the upstream is up, but ready_check upstream is not 1")
+	}
+	e.gw.Close()
+	time.Sleep(50 * time.Millisecond) // a check under way ends
+	calls := seal.probe.calls.Load()
+	e.gw.readyMu.Lock()
+	e.gw.readyAt = time.Time{} // the next check would probe again
+	e.gw.readyMu.Unlock()
+	time.Sleep(200 * time.Millisecond)
+	if n := seal.probe.calls.Load(); n != calls {
+		t.Fatalf("%d probes after Close", n-calls)
+	}
+}
+
 type probingSealer struct {
 	Sealer
 	probe probe
