@@ -401,6 +401,10 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	return err
 }
 
+// SignConcurrency is how many messages are signed at once
+// (Options.SignConcurrency, or its default).
+func (g *Gateway) SignConcurrency() int { return cap(g.signing) }
+
 // Close stops everything at once.
 func (g *Gateway) Close() error {
 	g.draining.Store(true)

@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -54,8 +56,8 @@ func TestGatewayCommand(t *testing.T) {
 		"KAKUIN_RSA_LIBCRYPTO": "false",
 	})
 	addr, hup, logs := gw.addr, gw.hup, gw.logs
-	if !strings.Contains(logs.String(), `"rsa":"crypto/rsa"`) {
-		t.Fatalf("KAKUIN_RSA_LIBCRYPTO=false, but the gateway says:\n%s", logs.String())
+	if want := fmt.Sprintf(`"rsa":"crypto/rsa","sign_turns":%d`, runtime.GOMAXPROCS(0)); !strings.Contains(logs.String(), want) {
+		t.Fatalf("KAKUIN_RSA_LIBCRYPTO=false: want %s (one turn per core), the gateway says:\n%s", want, logs.String())
 	}
 	roots, err := pki.LoadTrustAnchors(filepath.Join(pkiDir, "trust-anchors.pem"))
 	if err != nil {

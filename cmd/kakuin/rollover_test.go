@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"crypto/tls"
+	"fmt"
 	"net"
 	"net/textproto"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -46,12 +48,13 @@ func TestGatewayRollover(t *testing.T) {
 	})
 	// By default RSA keys sign through libcrypto where the binary has cgo
 	// (pki.UseLibcrypto); every signature below is made that way.
-	engine := "crypto/rsa"
+	// One signing turn more than cores then (KAKUIN_SIGN_CONCURRENCY=0).
+	engine, turns := "crypto/rsa", runtime.GOMAXPROCS(0)
 	if pki.UseLibcrypto(true) {
-		engine = "libcrypto"
+		engine, turns = "libcrypto", turns+1
 	}
-	if !strings.Contains(gw.logs.String(), `"rsa":"`+engine+`"`) {
-		t.Fatalf("the gateway does not say it signs with %s:\n%s", engine, gw.logs.String())
+	if want := fmt.Sprintf(`"rsa":"%s","sign_turns":%d`, engine, turns); !strings.Contains(gw.logs.String(), want) {
+		t.Fatalf("the gateway does not say %s:\n%s", want, gw.logs.String())
 	}
 	roots, err := pki.LoadTrustAnchors(filepath.Join(pkiDir, "trust-anchors.pem"))
 	if err != nil {
