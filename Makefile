@@ -15,10 +15,12 @@ DEB_PKGS  := gcc libssl-dev openssl libnss3-tools softhsm2 python3-dkim python3-
 export PROMTOOL ?= $(CURDIR)/bin/tools/promtool
 # What `make bench` adds: the Postfix + OpenDKIM baseline it measures against.
 BENCH_DEB_PKGS := opendkim opendkim-tools
+# What `make mua-check` adds: Thunderbird under Xvfb, read back by OCR.
+MUA_DEB_PKGS := thunderbird xvfb xdotool x11-apps imagemagick tesseract-ocr tesseract-ocr-eng fonts-noto-cjk
 # Debian's python3, where python3-dkim lives (a pyenv python3 may come first on PATH).
 export KAKUIN_TEST_PYTHON ?= /usr/bin/python3
 
-.PHONY: all build run test deps bench-deps bench fuzz check-deps clean
+.PHONY: all build run test deps bench-deps bench fuzz check-deps clean mua-check
 
 all: build
 
@@ -50,6 +52,12 @@ test: deps
 bench: bench-deps build
 	$(GO) test -run '^$$' -bench . -benchmem -timeout 30m ./...
 	./deploy/bench/bench.sh all
+
+# mua-check opens a signed and an altered message in Thunderbird and reads
+# its S/MIME panel (scripts/thunderbird-check.sh; a GUI, so not in make test).
+mua-check: deps build
+	@./scripts/apt-install.sh $(MUA_DEB_PKGS)
+	./scripts/thunderbird-check.sh
 
 # fuzz runs every fuzz target for FUZZTIME each.
 FUZZTIME ?= 30s
