@@ -327,6 +327,15 @@ func (c *Client) resolve(ctx context.Context, name string, qtype uint16) (*answe
 			return nil, fmt.Errorf("%w: %s %s: %w", ErrTemporary, fq, dns.TypeToString[qtype], ctx.Err())
 		}
 	}
+	if c.cache != nil {
+		// Again, under c.mu: a call that ended between the first look
+		// and the lock put its answer in the cache before it left
+		// inflight (below), and asking again would be a second query.
+		if a, ok := c.cache.get(key, now); ok {
+			c.mu.Unlock()
+			return a, nil
+		}
+	}
 	cl := &call{done: make(chan struct{})}
 	c.inflight[key] = cl
 	c.mu.Unlock()
